@@ -1,0 +1,33 @@
+"""specdec: lossless FIRP speculative decoding for Hugging Face Llama-style models.
+
+    import specdec
+    pred = specdec.FuturePredictor.for_model(model, layer=1, k=3)
+    specdec.patch(model, pred)
+    model.generate(input_ids, max_new_tokens=64)   # same tokens as plain greedy
+    print(specdec.stats(model))
+    specdec.unpatch(model)
+"""
+
+from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts
+from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
+from .predictor import FuturePredictor
+from .stats import DecodeStats
+from .tree import TREE_NAMES, TreeShape
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "TREE_NAMES",
+    "DecodeStats",
+    "DraftContext",
+    "DraftSource",
+    "FIRPDrafts",
+    "ForcedDrafts",
+    "FuturePredictor",
+    "TreeShape",
+    "is_patched",
+    "patch",
+    "stats",
+    "unpatch",
+]

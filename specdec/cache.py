@@ -1,0 +1,60 @@
+"""Preallocated per-layer KV cache with in-place compaction of accepted rows.
+
+Transformers' attention modules call ``cache.update(keys, values, layer_idx, ...)``
+and attend over what it returns; this class answers that call, so the decoder
+can drive the model's own decoder layers. During a step, layers up to the
+transfer layer append the real rows and later layers also the pseudo rows, so
+per-layer lengths differ until :meth:`compact` keeps the root and the accepted
+nodes of every layer and drops the rest.
+"""
+
+import torch
+
+
+class TreeKVCache:
+    """Keys and values ``[B, H_kv, capacity, D]`` per layer; ``lengths[i]`` of them are valid."""
+
+    def __init__(self, num_layers: int, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.lengths = [0] * num_layers
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """Append ``[B, H_kv, S, D]`` keys/values of layer ``layer_idx``; return all valid ones (views)."""
+        start = self.lengths[layer_idx]
+        end = start + key_states.shape[2]
+        if self.keys[layer_idx] is None or end > self.keys[layer_idx].shape[2]:
+            self._grow(layer_idx, key_states, value_states, end)
+        self.keys[layer_idx][:, :, start:end] = key_states
+        self.values[layer_idx][:, :, start:end] = value_states
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def _grow(self, layer_idx: int, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        old_k, old_v = self.keys[layer_idx], self.values[layer_idx]
+        size = max(self.capacity, needed) if old_k is None else max(needed, 2 * old_k.shape[2])
+        batch, heads, _, head_dim = key_states.shape
+        new_k = key_states.new_empty(batch, heads, size, head_dim)
+        new_v = value_states.new_empty(batch, heads, size, value_states.shape[3])
+        if old_k is not None:
+            valid = self.lengths[layer_idx]
+            new_k[:, :, :valid] = old_k[:, :, :valid]
+            new_v[:, :, :valid] = old_v[:, :, :valid]
+        self.keys[layer_idx], self.values[layer_idx] = new_k, new_v
+
+    def compact(self, prefix_len: int, keep: torch.Tensor) -> None:
+        """Keep step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) in every layer."""
+        kept = keep.shape[0]
+        index = keep + prefix_len
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
+            if keys is None:
+                continue
+            keys[:, :, prefix_len : prefix_len + kept] = keys.index_select(2, index)
+            values[:, :, prefix_len : prefix_len + kept] = values.index_select(2, index)
+            self.lengths[layer] = prefix_len + kept
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.lengths[layer_idx]

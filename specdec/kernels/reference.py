@@ -1,0 +1,149 @@
+"""PyTorch references of the four ops; the Triton host functions take the same arguments.
+
+These are also the ``backend="torch"`` implementations used on CPU, so they are
+written to be reasonably fast, not only obviously right.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .bits import unpack_bits
+
+
+def project_future(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pseudo hidden states for the next ``k`` positions of every real row.
+
+    Args:
+        hidden: ``[R, d]`` hidden states of the real rows after the transfer layer.
+        weight: ``[k, d, d]`` maps, ``weight[i]`` laid out like ``nn.Linear.weight`` (out x in).
+        bias: ``[k, d]`` or None.
+        out: optional ``[R * k, d]`` destination (for example rows of a larger buffer).
+
+    Returns:
+        ``[R * k, d]`` in ``hidden.dtype``; row ``r * k + i`` is ``weight[i] @ hidden[r] + bias[i]``.
+    """
+    rows, d = hidden.shape
+    k = weight.shape[0]
+    result = torch.matmul(hidden.unsqueeze(0), weight.transpose(1, 2))  # [k, R, d]
+    if bias is not None:
+        result = result + bias.unsqueeze(1)
+    result = result.transpose(0, 1).reshape(rows * k, d)
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
+
+
+def step_visibility(
+    rows: int,
+    prefix_len: int,
+    step_bits: torch.Tensor | None,
+    positions: torch.Tensor | None,
+    window: int | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Dense boolean mask ``[rows, prefix_len + rows]`` (True = attend) of :func:`tree_attention`."""
+    if step_bits is None:
+        step = torch.ones(rows, rows, dtype=torch.bool, device=device).tril()
+    else:
+        step = unpack_bits(step_bits, rows)
+    mask = torch.cat([torch.ones(rows, prefix_len, dtype=torch.bool, device=device), step], dim=1)
+    if window is not None:
+        key_pos = torch.cat([torch.arange(prefix_len, device=device), positions.to(device)])
+        mask &= (positions.to(device)[:, None] - key_pos[None, :]) < window
+    return mask
+
+
+def tree_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    prefix_len: int,
+    step_bits: torch.Tensor | None,
+    scale: float,
+    positions: torch.Tensor | None = None,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Attention of a step's rows over the cached prefix and the step's own rows.
+
+    Args:
+        q: ``[B, Hq, S, D]`` queries of the step's ``S`` rows (any strides).
+        k, v: ``[B, Hkv, prefix_len + S, D]``; keys ``[0, prefix_len)`` are the cached
+            prefix at positions ``0..prefix_len-1``, the last ``S`` are the step's rows in
+            the order of ``q``. ``Hq`` must be a multiple of ``Hkv`` (GQA, not expanded).
+        prefix_len: number of cached keys; every row sees all of them.
+        step_bits: int32 ``[S, ceil(S / 32)]`` packed visibility of the step block
+            (see :mod:`specdec.kernels.bits`), or None for causal (row i sees step rows <= i).
+        scale: softmax scale (the attention module's ``scaling``).
+        positions: int64 ``[S]`` positions of the step's rows; needed with ``window``.
+        window: sliding window (a row at position p sees keys at positions > p - window), or None.
+
+    Returns:
+        ``[B, S, Hq, D]`` contiguous, in ``q.dtype`` (transformers' attention output layout).
+    """
+    batch, q_heads, rows, _ = q.shape
+    kv_heads, kv_len = k.shape[1], k.shape[2]
+    if kv_len != prefix_len + rows:
+        raise ValueError(f"tree_attention: {kv_len} keys but prefix_len={prefix_len} + {rows} step rows")
+    mask = step_visibility(rows, prefix_len, step_bits, positions, window, q.device)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q_heads != kv_heads)
+    return out.transpose(1, 2).contiguous()
+
+
+def lm_head_argmax(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy token of each row without keeping the logits.
+
+    Logits are rounded to ``hidden.dtype`` before the comparison, as a plain
+    ``lm_head`` followed by ``argmax`` does; ties go to the lowest index.
+
+    Args:
+        hidden: ``[N, d]`` final-normed hidden states.
+        weight: ``[V, d]`` LM head.
+
+    Returns:
+        ``(ids, max_logit)``: int64 ``[N]`` and float32 ``[N]``.
+    """
+    logits = F.linear(hidden, weight).float()
+    ids = logits.argmax(dim=-1)
+    return ids, logits.gather(1, ids[:, None]).squeeze(1)
+
+
+def accept_walk(
+    ids: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, max_depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy verification of a draft tree, on the device (no host round trip).
+
+    Rows are numbered 0 (the root) and ``1..M`` (draft node ``m`` is row ``m + 1``).
+    Starting at the root, move to the lowest-numbered child whose token equals the
+    current row's greedy token, while one exists.
+
+    Args:
+        ids: int64 ``[M + 1]`` greedy token of every row.
+        tokens: int64 ``[M]`` draft token of every node.
+        parents: int64 ``[M]`` parent row of every node (0 = root).
+        max_depth: depth of the tree (the longest possible walk).
+
+    Returns:
+        ``(path, count)``: int64 ``[max_depth + 1]`` rows walked, root first, padded
+        with -1; and the int64 scalar number of accepted nodes. The step emits
+        ``ids[path[:count + 1]]``: the accepted tokens followed by the bonus token.
+    """
+    device = ids.device
+    nodes = tokens.shape[0]
+    node_rows = torch.arange(1, nodes + 1, device=device)
+    path = torch.full((max_depth + 1,), -1, dtype=torch.int64, device=device)
+    path[0] = 0
+    cur = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    alive = torch.ones((), dtype=torch.bool, device=device)
+    for depth in range(1, max_depth + 1):
+        match = (parents == cur) & (tokens == ids[cur]) & alive
+        alive = match.any()
+        nxt = torch.where(match, node_rows, nodes + 1).min()
+        cur = torch.where(alive, nxt, cur)
+        path[depth] = torch.where(alive, nxt, -1)
+        count += alive.to(torch.int64)
+    return path, count

@@ -1,0 +1,184 @@
+"""Static draft-tree shapes and the per-step row layout built from them.
+
+A shape is a list of paths in the Medusa style: ``[a, b, c]`` is the node reached
+by taking the rank-``a`` candidate at depth 1, then rank ``b`` at depth 2, then
+rank ``c`` at depth 3. Rows of a step are numbered: 0 the root, ``1..M`` the draft
+nodes (in the shape's canonical order: by depth, then lexicographically), then,
+when the draft source injects pseudo rows, ``k`` of them per real row
+(row ``R + r * k + i - 1`` is ``P[r, i]`` for ``i = 1..k``, ``R = M + 1``).
+"""
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from .kernels import pack_bits
+
+# Prior probability that the rank-r candidate is the accepted one; only its
+# ordering and decay shape the named trees (each factor < 1 keeps them prefix-closed).
+RANK_PRIOR = (0.60, 0.14, 0.07, 0.045, 0.03, 0.022, 0.017, 0.013, 0.010, 0.008)
+NAMED_TREE_NODES = {"default": 16, "wide": 60}
+TREE_NAMES = ("chain", *NAMED_TREE_NODES)
+
+
+def best_paths(num_nodes: int, k: int, prior: Sequence[float] = RANK_PRIOR) -> list[tuple[int, ...]]:
+    """The ``num_nodes`` paths of depth <= k with the highest product of rank priors."""
+    heap = [(-prior[r], (r,)) for r in range(len(prior))]
+    heapq.heapify(heap)
+    chosen = []
+    while heap and len(chosen) < num_nodes:
+        neg_score, path = heapq.heappop(heap)
+        chosen.append(path)
+        if len(path) < k:
+            for r in range(len(prior)):
+                heapq.heappush(heap, (neg_score * prior[r], path + (r,)))
+    return chosen
+
+
+@dataclass(frozen=True)
+class TreeShape:
+    """A validated, canonically ordered set of draft paths (see the module docstring)."""
+
+    paths: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def resolve(cls, spec: "str | Sequence[Sequence[int]] | TreeShape", k: int) -> "TreeShape":
+        """Build a shape from a name (``"chain"``, ``"default"``, ``"wide"``) or a list of paths.
+
+        Named shapes adapt to ``k``; explicit paths are validated against it.
+        Raises ``ValueError`` on an unknown name or malformed paths.
+        """
+        if isinstance(spec, TreeShape):
+            spec = spec.paths
+        if isinstance(spec, str):
+            if spec == "chain":
+                return cls(tuple((0,) * depth for depth in range(1, k + 1)))
+            if spec not in NAMED_TREE_NODES:
+                raise ValueError(f"unknown tree {spec!r}; named trees are {TREE_NAMES}, or pass a list of paths")
+            return cls(tuple(sorted(best_paths(NAMED_TREE_NODES[spec], k), key=lambda p: (len(p), p))))
+        return cls(_validate_paths(spec, k))
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.paths)
+
+    @property
+    def depth(self) -> int:
+        return max((len(p) for p in self.paths), default=0)
+
+    @property
+    def num_candidates(self) -> int:
+        """Candidates needed per depth: the largest rank used, plus one."""
+        return max((p[-1] for p in self.paths), default=0) + 1
+
+    @cached_property
+    def parents(self) -> tuple[int, ...]:
+        """Parent row of every node (0 = root)."""
+        row = {path: i + 1 for i, path in enumerate(self.paths)}
+        return tuple(row.get(path[:-1], 0) for path in self.paths)
+
+    def ancestors(self, row: int) -> list[int]:
+        """Rows on the path from the root to ``row``, both included, root first."""
+        chain = [row]
+        while row != 0:
+            row = self.parents[row - 1]
+            chain.append(row)
+        return chain[::-1]
+
+
+def _validate_paths(spec, k: int) -> tuple[tuple[int, ...], ...]:
+    if isinstance(spec, (str, bytes)) or not isinstance(spec, Sequence) or len(spec) == 0:
+        raise ValueError(f"tree must be a name in {TREE_NAMES} or a non-empty list of paths, got {spec!r}")
+    paths = []
+    for raw in spec:
+        if (
+            isinstance(raw, (str, bytes))
+            or not isinstance(raw, Sequence)
+            or not raw
+            or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in raw)
+        ):
+            raise ValueError(f"tree path {raw!r} must be a non-empty list of non-negative ints")
+        path = tuple(raw)
+        if len(path) > k:
+            raise ValueError(f"tree path {list(path)} has depth {len(path)} > k={k}")
+        paths.append(path)
+    seen = set()
+    for path in paths:
+        if path in seen:
+            raise ValueError(f"tree path {list(path)} appears twice")
+        seen.add(path)
+    for path in paths:
+        if len(path) > 1 and path[:-1] not in seen:
+            raise ValueError(f"tree path {list(path)} has a gap: its parent {list(path[:-1])} is not in the tree")
+    return tuple(sorted(paths, key=lambda p: (len(p), p)))
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """Device tensors describing one step's rows, built once per shape.
+
+    Attributes:
+        shape: the draft tree (possibly empty: the first step has no drafts).
+        pseudo_per_row: pseudo rows injected per real row (``k``, or 0 without injection).
+        parents: int64 ``[M]`` parent row of every node.
+        node_depths, node_ranks: int64 ``[M]`` depth (1-based) and candidate rank of every node.
+        offsets: int64 ``[S]`` position of every row relative to the root.
+        real_bits: int32 ``[R, W]`` visibility among real rows (layers up to the transfer layer).
+        full_bits: int32 ``[S, W']`` visibility among all rows (later layers).
+    """
+
+    shape: TreeShape
+    pseudo_per_row: int
+    parents: torch.Tensor
+    node_depths: torch.Tensor
+    node_ranks: torch.Tensor
+    offsets: torch.Tensor
+    real_bits: torch.Tensor
+    full_bits: torch.Tensor
+
+    @property
+    def num_real(self) -> int:
+        return self.shape.num_nodes + 1
+
+    @property
+    def num_rows(self) -> int:
+        return self.num_real * (1 + self.pseudo_per_row)
+
+    @classmethod
+    def build(cls, shape: TreeShape, pseudo_per_row: int, device: torch.device) -> "StepLayout":
+        real = shape.num_nodes + 1
+        k = pseudo_per_row
+        rows = real * (1 + k)
+        visible = torch.zeros(rows, rows, dtype=torch.bool)
+        offsets = torch.zeros(rows, dtype=torch.int64)
+        for r in range(real):
+            line = shape.ancestors(r)
+            depth = len(line) - 1
+            visible[r, line] = True
+            offsets[r] = depth
+            for i in range(1, k + 1):
+                p = real + r * k + i - 1
+                visible[p, line] = True
+                visible[p, real + r * k : p + 1] = True
+                offsets[p] = depth + i
+
+        def tensor(values):
+            return torch.tensor(values, dtype=torch.int64, device=device)
+
+        return cls(
+            shape=shape,
+            pseudo_per_row=k,
+            parents=tensor(shape.parents),
+            node_depths=tensor([len(p) for p in shape.paths]),
+            node_ranks=tensor([p[-1] for p in shape.paths]),
+            offsets=offsets.to(device),
+            real_bits=pack_bits(visible[:real, :real]).to(device),
+            full_bits=pack_bits(visible).to(device),
+        )
+
+    def node_tokens(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Draft tokens ``[M]`` of the nodes from per-depth candidates ``[k, K]`` (K >= num_candidates)."""
+        return candidates[self.node_depths - 1, self.node_ranks]
