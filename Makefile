@@ -1,0 +1,30 @@
+# Set-up is automatic: every target installs what is missing into .venv first.
+# torch is pinned to the local CPU wheel so no multi-GB CUDA packages are pulled.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.specdec-installed
+TORCH ?= torch==2.13.0
+
+.PHONY: install test demo bench demo-model
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m specdec demo
+
+bench: $(STAMP)
+	$(PY) -m bench.kernels
+	$(PY) -m bench.e2e
+
+demo-model: $(STAMP)
+	$(PY) -m bench.build_demo
