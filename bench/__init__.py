@@ -1,0 +1,1 @@
+"""Benchmarks and build scripts for specdec (run as ``python -m bench.<name>``)."""
