@@ -12,6 +12,8 @@ from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .stats import DecodeStats
+from .sweep import measure_tau, sweep_layers
+from .train import TrainConfig, evaluate_predictor, train_predictor
 from .tree import TREE_NAMES, TreeShape
 
 __version__ = "0.1.0"
@@ -25,9 +27,14 @@ __all__ = [
     "FIRPDrafts",
     "ForcedDrafts",
     "FuturePredictor",
+    "TrainConfig",
     "TreeShape",
+    "evaluate_predictor",
     "is_patched",
+    "measure_tau",
     "patch",
     "stats",
+    "sweep_layers",
+    "train_predictor",
     "unpatch",
 ]

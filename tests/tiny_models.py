@@ -61,3 +61,24 @@ def prompt(model, length: int, seed: int) -> torch.Tensor:
     """Random prompt ``[1, length]`` of token ids."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, model.config.vocab_size, (1, length), generator=gen)
+
+
+def tiny_tokenizer(vocab_size: int = 90):
+    """A byte-level BPE tokenizer trained in memory on a few lines of code (eos ``<eos>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(SAMPLE_CODE, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
+
+
+SAMPLE_CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+    "for i in range(10):\n    print(i * i)\n",
+    "import os\nprint(os.path.join('a', 'b'))\n",
+] * 8

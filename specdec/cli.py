@@ -1,0 +1,114 @@
+"""Command line: ``python -m specdec train ...`` and ``python -m specdec demo``."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m specdec", description="FIRP speculative decoding for Hugging Face models")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a FIRP predictor for a local Hugging Face checkpoint")
+    train.add_argument("--model", required=True, help="local model directory")
+    train.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    train.add_argument("--data", nargs="+", required=True, help="text files, folders or JSONL files")
+    train.add_argument("--eval-data", nargs="+", help="held-out text (default: the last 5%% of --data)")
+    train.add_argument("--text-field", default="text", help="JSONL field holding the text")
+    layers = train.add_mutually_exclusive_group()
+    layers.add_argument("--layer", type=int, help="transfer layer (default: L // 4)")
+    layers.add_argument("--layers", help="comma-separated transfer layers to sweep; the best is saved")
+    train.add_argument("--k", type=int, default=3, help="future offsets (draft depth)")
+    train.add_argument("--steps", type=int, default=300)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--seq-len", type=int, default=256)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--loss", choices=("kl", "ce"), default="kl")
+    train.add_argument("--positions", default="64", help="positions sampled per sequence, or 'all'")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="directory for the predictor (and checkpoints)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--checkpoint-every", type=int, default=100)
+    train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
+    train.add_argument("--max-new-tokens", type=int, default=64)
+    train.add_argument("--tree", default="default")
+    train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+    demo = commands.add_parser("demo", help="plain vs patched generation on the bundled demo model")
+    demo.add_argument("--max-new-tokens", type=int, default=128)
+    demo.add_argument("--tree", default="default")
+    demo.add_argument("--backend", default="auto")
+    return parser
+
+
+def run_train(args) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .sweep import best_layer, format_table, measure_tau, sweep_layers
+    from .train import TrainConfig, evaluate_predictor, train_predictor
+    from .train_data import as_sequences, read_corpus
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype]).to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    sequences = as_sequences(model, read_corpus(args.data, args.text_field), tokenizer, args.seq_len)
+    if args.eval_data:
+        held_out = as_sequences(model, read_corpus(args.eval_data, args.text_field), tokenizer, args.seq_len)
+    else:
+        if sequences.shape[0] < 2:
+            raise ValueError("need at least two sequences of --seq-len tokens to hold one out; pass --eval-data")
+        cut = max(1, sequences.shape[0] // 20)
+        sequences, held_out = sequences[:-cut], sequences[-cut:]
+    prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
+    out = Path(args.out)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        loss=args.loss,
+        positions=None if args.positions == "all" else int(args.positions),
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+    )
+    print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
+    if args.layers:
+        layers = [int(x) for x in args.layers.split(",")]
+        config.checkpoint_dir = str(out / "sweep")
+        results = sweep_layers(
+            model, sequences, held_out, layers, args.k, config=config, prompts=prompts, max_new_tokens=args.max_new_tokens, tree=args.tree
+        )
+        print(format_table(results))
+        best = best_layer(results)
+        print(f"best transfer layer: {best.layer}")
+        predictor, scores, tau = best.predictor, {"top1": best.top1, "top5": best.top5}, best.tau
+    else:
+        config.checkpoint_dir = str(out / "checkpoint")
+        predictor = train_predictor(model, sequences, args.layer, args.k, config=config)
+        scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
+        tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
+    predictor.save_pretrained(out)
+    report = {"layer": predictor.layer, "k": predictor.k, **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
+    (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved predictor to {out}: " + json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            run_train(args)
+        else:
+            from .demo import run_demo
+
+            run_demo(max_new_tokens=args.max_new_tokens, tree=args.tree, backend=args.backend)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,305 @@
+"""Training the FIRP predictor on a frozen model (firp.md, "Training the predictor").
+
+Per batch of token sequences ``[B, T]``:
+
+1. Teacher pass (no grad): the frozen model's logits at every position, the
+   hidden states after the transfer layer ``t``, and every layer's keys/values.
+2. Pseudo rows ``P[n, i] = p_i(h_t[n])`` for sampled positions ``n`` and
+   ``i = 1..k``, at positions ``n + i``, run through layers ``t+1..L-1`` in one
+   packed pass over the teacher's cached keys/values, with a 4-D mask: ``P[n, i]``
+   sees real positions ``<= n`` (within a sliding window, if any) and
+   ``P[n, 1..i]``.
+3. Loss: KL(teacher at real position ``n + i`` || student at ``P[n, i]``), or
+   cross-entropy to the true token ``x[n + i + 1]``. Only the predictor trains.
+
+Accuracy is agreement with the teacher's greedy token (what greedy verification
+accepts): top-1 and top-5, per offset ``i``.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from .predictor import FuturePredictor
+from .train_data import as_sequences, batch_at
+
+CHECKPOINT_STATE = "trainer_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Knobs of :func:`train_predictor` (defaults suit small models on a CPU)."""
+
+    steps: int = 300
+    batch_size: int = 8
+    seq_len: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup: int = 30
+    clip: float = 1.0
+    loss: str = "kl"
+    positions: int | None = 64
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.loss not in ("kl", "ce"):
+            raise ValueError(f"loss must be 'kl' or 'ce', got {self.loss!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError("steps and batch_size must be >= 1 and seq_len >= 2")
+
+
+class PrefixCache:
+    """Answers a layer's ``cache.update`` with fixed prefix keys/values followed by the new ones."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys = torch.cat([self.keys[layer_idx], key_states], dim=2)
+        return keys, torch.cat([self.values[layer_idx], value_states], dim=2)
+
+
+def cache_kwarg(module) -> str:
+    """The cache argument's name in this transformers version (``cache`` or ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def teacher_pass(model, ids: torch.Tensor, layer: int):
+    """Frozen forward of ``ids [B, T]``: logits ``[B, T, V]``, hidden after ``layer`` ``[B, T, d]``, keys, values."""
+    cache = DynamicCache()
+    captured = []
+    # A hook, not output_hidden_states: its last entry is after the final norm.
+    hook = model.model.layers[layer].register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        out = model(ids, use_cache=True, **{cache_kwarg(model): cache})
+    finally:
+        hook.remove()
+    hidden = captured[0][0] if isinstance(captured[0], tuple) else captured[0]
+    keys = [entry.keys for entry in cache.layers]
+    values = [entry.values for entry in cache.layers]
+    return out.logits, hidden, keys, values
+
+
+def layer_window(layer_module, config) -> int | None:
+    """Sliding window of a decoder layer, or None."""
+    attn = layer_module.self_attn
+    return getattr(attn, "sliding_window", getattr(config, "sliding_window", None))
+
+
+def pseudo_mask(seq_len: int, starts: torch.Tensor, k: int, window: int | None, dtype) -> torch.Tensor:
+    """Additive mask ``[1, 1, N*k, T + N*k]`` for pseudo rows ``P[n, i]`` (row ``j*k + i - 1`` for ``n = starts[j]``)."""
+    device = starts.device
+    rows = starts.shape[0] * k
+    owner = starts.repeat_interleave(k)  # n of every pseudo row
+    offset = torch.arange(1, k + 1, device=device).repeat(starts.shape[0])  # i of every pseudo row
+    real = torch.arange(seq_len, device=device)
+    sees_real = real[None, :] <= owner[:, None]
+    if window is not None:
+        sees_real &= (owner + offset)[:, None] - real[None, :] < window
+    row = torch.arange(rows, device=device)
+    group = row // k
+    sees_pseudo = (group[:, None] == group[None, :]) & (offset[None, :] <= offset[:, None])
+    visible = torch.cat([sees_real, sees_pseudo], dim=1)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~visible, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def student_logits(model, predictor: FuturePredictor, hidden_t, keys, values, starts) -> torch.Tensor:
+    """Logits ``[B, N, k, V]`` (float32) of pseudo rows for positions ``starts [N]``."""
+    inner = model.model
+    batch, seq_len, _ = hidden_t.shape
+    k, layer = predictor.k, predictor.layer
+    pseudo = predictor(hidden_t[:, starts].float()).to(hidden_t.dtype)  # [B, N, k, d]
+    hidden = pseudo.reshape(batch, -1, hidden_t.shape[-1])
+    positions = (starts[:, None] + torch.arange(1, k + 1, device=starts.device)).reshape(1, -1).expand(batch, -1)
+    rotary = inner.rotary_emb(hidden, positions)
+    cache = PrefixCache(keys, values)
+    masks: dict[int | None, torch.Tensor] = {}
+    for module in inner.layers[layer + 1 :]:
+        window = layer_window(module, model.config)
+        if window not in masks:
+            masks[window] = pseudo_mask(seq_len, starts, k, window, hidden.dtype)
+        hidden = module(
+            hidden,
+            attention_mask=masks[window],
+            position_ids=positions,
+            position_embeddings=rotary,
+            use_cache=True,
+            **{cache_kwarg(module): cache},
+        )
+    logits = model.get_output_embeddings()(inner.norm(hidden)).float()
+    return logits.view(batch, starts.shape[0], k, -1)
+
+
+def offset_targets(tensor: torch.Tensor, starts: torch.Tensor, k: int, shift: int = 0) -> torch.Tensor:
+    """``tensor[:, starts + i + shift]`` for ``i = 1..k`` -> ``[B, N, k, ...]``."""
+    index = starts[:, None] + torch.arange(1, k + 1, device=starts.device) + shift
+    return tensor[:, index]
+
+
+def predictor_loss(student, teacher_logits, ids, starts, k: int, kind: str) -> torch.Tensor:
+    """KL(teacher || student) at position ``n + i``, or cross-entropy to token ``x[n + i + 1]``."""
+    log_student = student.log_softmax(-1)
+    if kind == "ce":
+        target = offset_targets(ids, starts, k, shift=1)
+        return F.nll_loss(log_student.flatten(0, 2), target.flatten())
+    log_teacher = offset_targets(teacher_logits, starts, k).float().log_softmax(-1)
+    return (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean()
+
+
+def agreement(student, teacher_logits, starts, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-offset counts ``[k]`` of teacher-greedy hits in the student's top-1 and top-5, and rows ``[k]``."""
+    greedy = offset_targets(teacher_logits, starts, k).argmax(-1)  # [B, N, k]
+    top5 = student.topk(min(5, student.shape[-1]), dim=-1).indices
+    hit1 = (top5[..., 0] == greedy).flatten(0, 1).sum(0)
+    hit5 = (top5 == greedy[..., None]).any(-1).flatten(0, 1).sum(0)
+    return torch.stack([hit1, hit5]).float(), torch.full((k,), greedy.shape[0] * greedy.shape[1], dtype=torch.float)
+
+
+def sample_starts(seq_len: int, k: int, count: int | None, generator, device) -> torch.Tensor:
+    """Sorted positions ``n`` with ``n + k < seq_len`` (all of them, or ``count`` sampled)."""
+    valid = seq_len - k - 1
+    if valid < 1:
+        raise ValueError(f"seq_len {seq_len} is too short for k={k}")
+    if count is None or count >= valid:
+        return torch.arange(valid, device=device)
+    return torch.randperm(valid, generator=generator)[:count].sort().values.to(device)
+
+
+class _FrozenModel:
+    """Context manager: model in eval mode with gradients off, restored afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = [p.requires_grad for p in self.model.parameters()]
+        self.training = self.model.training
+        self.model.eval().requires_grad_(False)
+        return self.model
+
+    def __exit__(self, *exc):
+        for param, flag in zip(self.model.parameters(), self.flags):
+            param.requires_grad_(flag)
+        self.model.train(self.training)
+
+
+def train_predictor(
+    model,
+    data,
+    layer: int | None = None,
+    k: int = 3,
+    *,
+    tokenizer=None,
+    config: TrainConfig | None = None,
+    predictor: FuturePredictor | None = None,
+    **overrides,
+) -> FuturePredictor:
+    """Train a FIRP predictor for the frozen ``model`` and return it (float32, on the model's device).
+
+    Args:
+        model: a supported ``*ForCausalLM``; its weights are not changed.
+        data: texts (``list[str]``, needs ``tokenizer``) or packed token ids ``[N, T]``.
+        layer, k: transfer layer (default ``L // 4``) and number of future offsets.
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
+        predictor: start from this predictor instead of the identity.
+    """
+    config = TrainConfig(**{**(config or TrainConfig()).__dict__, **overrides})
+    sequences = as_sequences(model, data, tokenizer, config.seq_len)
+    device = next(model.parameters()).device
+    if predictor is None:
+        predictor = FuturePredictor.for_model(model, layer=layer, k=k)
+    predictor = predictor.to(device=device, dtype=torch.float32).train()
+    predictor.check_model(model)
+    optimizer = torch.optim.AdamW(predictor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    start = load_checkpoint(config, predictor, optimizer, schedule) if config.resume else 0
+    hits = torch.zeros(2, predictor.k)
+    rows = torch.zeros(predictor.k)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress, desc=f"train layer {predictor.layer}")
+    with _FrozenModel(model):
+        for step in bar:
+            ids = batch_at(sequences, config.batch_size, config.seed, step).to(device)
+            teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            starts = sample_starts(ids.shape[1], predictor.k, config.positions, generator, device)
+            student = student_logits(model, predictor, hidden_t, keys, values, starts)
+            loss = predictor_loss(student, teacher, ids, starts, predictor.k, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip)
+            optimizer.step()
+            schedule.step()
+            step_hits, step_rows = agreement(student.detach(), teacher, starts, predictor.k)
+            hits, rows = 0.9 * hits + step_hits.cpu(), 0.9 * rows + step_rows
+            top1 = " ".join(f"{v:.2f}" for v in (hits[0] / rows).tolist())
+            bar.set_postfix_str(f"loss {loss.item():.3f} top1/offset {top1}")
+            if config.checkpoint_dir and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+                save_checkpoint(config, predictor, optimizer, schedule, step + 1)
+    return predictor.eval()
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate_predictor(model, predictor: FuturePredictor, data, *, tokenizer=None, seq_len: int = 256, batch_size: int = 8) -> dict:
+    """Per-offset top-1 / top-5 agreement with the frozen model's greedy token on held-out ``data``.
+
+    Returns ``{"top1": [k floats], "top5": [k floats], "kl": float, "rows": int}`` (kl: mean per pseudo row).
+    """
+    sequences = as_sequences(model, data, tokenizer, seq_len)
+    device = next(model.parameters()).device
+    predictor = predictor.to(device=device, dtype=torch.float32).eval()
+    hits, rows, kl_sum = torch.zeros(2, predictor.k), torch.zeros(predictor.k), 0.0
+    with _FrozenModel(model):
+        for begin in range(0, sequences.shape[0], batch_size):
+            ids = sequences[begin : begin + batch_size].to(device)
+            teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
+            starts = sample_starts(ids.shape[1], predictor.k, None, None, device)
+            student = student_logits(model, predictor, hidden_t, keys, values, starts)
+            step_hits, step_rows = agreement(student, teacher, starts, predictor.k)
+            hits += step_hits.cpu()
+            rows += step_rows
+            kl_sum += predictor_loss(student, teacher, ids, starts, predictor.k, "kl").item() * float(step_rows[0])
+    top1, top5 = (hits[0] / rows).tolist(), (hits[1] / rows).tolist()
+    return {"top1": top1, "top5": top5, "kl": kl_sum / float(rows[0]), "rows": int(rows[0])}
+
+
+def save_checkpoint(config, predictor, optimizer, schedule, step: int) -> None:
+    path = Path(config.checkpoint_dir)
+    predictor.save_pretrained(path)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
+    torch.save(state, path / CHECKPOINT_STATE)
+
+
+def load_checkpoint(config, predictor, optimizer, schedule) -> int:
+    """Restore a checkpoint written by a run with the same config; returns the step to continue from."""
+    if not config.checkpoint_dir or not (Path(config.checkpoint_dir) / CHECKPOINT_STATE).is_file():
+        raise FileNotFoundError(f"resume: no checkpoint in {config.checkpoint_dir!r}")
+    path = Path(config.checkpoint_dir)
+    saved = FuturePredictor.from_pretrained(path)
+    if (saved.layer, saved.k, saved.fingerprint) != (predictor.layer, predictor.k, predictor.fingerprint):
+        raise ValueError(f"resume: the checkpoint in {path} is for layer {saved.layer}, k {saved.k}, another model or setting")
+    predictor.load_state_dict(saved.to(predictor.weight.device).state_dict())
+    state = torch.load(path / CHECKPOINT_STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state["step"]
