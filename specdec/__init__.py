@@ -8,6 +8,7 @@
     specdec.unpatch(model)
 """
 
+from .demo import load_demo
 from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
@@ -31,6 +32,7 @@ __all__ = [
     "TreeShape",
     "evaluate_predictor",
     "is_patched",
+    "load_demo",
     "measure_tau",
     "patch",
     "stats",
