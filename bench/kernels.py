@@ -21,11 +21,8 @@ if __name__ == "__main__" and not __package__:
     )
 
 import argparse
-import csv
-import datetime
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -38,9 +35,9 @@ if "--triton-interpret" in sys.argv[1:] and not torch.cuda.is_available():
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
 import triton.testing  # noqa: E402
 
+from bench.common import RESULTS, device_names, environment, write_csv  # noqa: E402
 from specdec import kernels  # noqa: E402
 from specdec.kernels import reference  # noqa: E402
 from specdec.tree import StepLayout, TreeShape, best_paths  # noqa: E402
@@ -52,7 +49,6 @@ CUDA = torch.cuda.is_available()
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 K = 3  # future offsets (pseudo rows per real row)
 OPS = ("project_future", "tree_attention", "lm_head_argmax", "accept_walk")
-RESULTS = Path(__file__).resolve().parent / "results"
 CPU_NOTE = "CPU figures (perf_counter, smoke shapes) are not kernel figures; run on a GPU for those"
 
 
@@ -293,15 +289,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: bench/results)")
     args = parser.parse_args()
 
+    device = torch.device("cuda" if CUDA else "cpu")
+    device_name, device_kind = device_names(device)
     if CUDA:
-        device, dtype = torch.device("cuda"), torch.bfloat16
-        device_name = torch.cuda.get_device_name()
-        device_kind = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+        dtype = torch.bfloat16
         models, real_rows, prefixes = GPU_MODELS, GPU_ROWS, GPU_PREFIXES
         impls = ["triton", "pytorch"]
     else:
-        device, dtype = torch.device("cpu"), torch.float32
-        device_name, device_kind = "CPU", "cpu"
+        dtype = torch.float32
         models, real_rows, prefixes = CPU_MODELS, CPU_ROWS, CPU_PREFIXES
         torch.set_num_threads(1)  # steadier smoke timings on a shared machine
         impls = ["reference", "pytorch"] + (["triton-interpreted"] if INTERPRETED else [])
@@ -326,18 +321,12 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"kernels-{device_kind}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(stem.with_suffix(".csv"), rows)
     meta = {
         "device": device_name,
         "device_kind": device_kind,
         "dtype": str(dtype),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "transformers": transformers.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **environment(),
         "copy_bandwidth_gbps": bandwidth,
         "timing": "triton.testing.do_bench quantiles" if CUDA else "time.perf_counter percentiles",
         "triton_interpreted": INTERPRETED and not CUDA,

@@ -1,0 +1,195 @@
+"""End-to-end benchmark: plain greedy vs Hugging Face's speculative modes vs specdec, on held-out code.
+
+    python -m bench.e2e                                   # the bundled demo model
+    python -m bench.e2e --model DIR --predictor DIR       # any local checkpoint and its predictor
+    python -m bench.e2e --draft-model DIR                 # also HF assisted generation with a draft model
+    python -m bench.e2e --step-timing                     # one speculative step vs one plain step, by tree size
+    python -m bench.e2e --step-timing --shape llama-2-7b  # the same on a Llama-2-7B-shaped random model (GPU)
+
+Prompts are the first 64-256 tokens of held-out standard-library files (see
+``specdec.demo_corpus``); every method continues them greedily. Methods are run
+interleaved prompt by prompt, timed as medians over repeats after a warm-up, all
+with the same model, dtype and cache setting. Results: ``bench/results/e2e-*``.
+"""
+
+import argparse
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import matplotlib
+import torch
+
+from bench.common import RESULTS, device_names, environment, write_csv
+from specdec import FuturePredictor, load_demo, patch, stats, unpatch
+from specdec.demo_corpus import read_texts, stdlib_files
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def heldout_prompts(tokenizer, count: int, new_tokens: int, device) -> list[torch.Tensor]:
+    """``count`` prompts ``[1, P]``: the first P tokens (64..256, by a hash of the path) of held-out files."""
+    prompts = []
+    for path in stdlib_files("heldout"):
+        ids = tokenizer(read_texts([path])[0], return_tensors="pt").input_ids
+        length = 64 + hashlib.sha256(path.name.encode()).digest()[0] % 193
+        if ids.shape[1] >= length + new_tokens:
+            prompts.append(ids[:, :length].to(device))
+        if len(prompts) == count:
+            break
+    if not prompts:
+        raise ValueError("no held-out file is long enough for a prompt")
+    return prompts
+
+
+def load(args):
+    """``(model, tokenizer, predictor)`` of the demo or of ``--model``/``--predictor``."""
+    dtype = getattr(torch, args.dtype)
+    if args.model is None:
+        return load_demo(dtype=dtype, device=args.device)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    if args.predictor is None:
+        raise SystemExit("--model needs --predictor (train one with `python -m specdec train`)")
+    return model, tokenizer, FuturePredictor.from_pretrained(args.predictor, device=args.device, dtype=dtype)
+
+
+def methods(args, model, predictor):
+    """Name -> (set-up, generate keyword arguments). Set-up patches or unpatches the model."""
+    plain = lambda: unpatch(model)  # noqa: E731
+    table = {"plain greedy": (plain, {})}
+    if args.prompt_lookup:
+        table[f"HF prompt lookup ({args.prompt_lookup})"] = (plain, {"prompt_lookup_num_tokens": args.prompt_lookup})
+    if args.draft_model:
+        from transformers import AutoModelForCausalLM
+
+        draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
+        table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
+    for tree in args.trees:
+        table[f"specdec {tree}"] = (lambda tree=tree: patch(model, predictor, tree=tree, backend=args.backend), {})
+    return table
+
+
+def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]:
+    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, **kwargs)
+    sync()
+    return out, time.perf_counter() - start
+
+
+def run_generation(args, model, tokenizer, predictor) -> tuple[list[dict], list[dict]]:
+    """Per-prompt rows and per-method summary rows."""
+    prompts = heldout_prompts(tokenizer, args.prompts, args.new_tokens, args.device)
+    table = methods(args, model, predictor)
+    for setup, kwargs in table.values():  # warm-up
+        setup()
+        timed_generate(model, prompts[0], 16, kwargs)
+    rows = []
+    for number, ids in enumerate(prompts):
+        outputs, seconds, steps = {}, {name: [] for name in table}, {}
+        for _ in range(args.repeats):
+            for name, (setup, kwargs) in table.items():
+                setup()
+                outputs[name], elapsed = timed_generate(model, ids, args.new_tokens, kwargs)
+                seconds[name].append(elapsed)
+                steps[name] = stats(model).steps if name.startswith("specdec") else None
+        unpatch(model)
+        reference = outputs["plain greedy"]
+        for name in table:
+            new = outputs[name].shape[1] - ids.shape[1]
+            rows.append({
+                "method": name, "prompt": number, "prompt_tokens": ids.shape[1], "new_tokens": new,
+                "seconds": statistics.median(seconds[name]), "steps": steps[name],
+                "exact": bool(torch.equal(outputs[name], reference)),
+            })
+        print(f"prompt {number}: " + ", ".join(f"{r['method']} {r['new_tokens'] / r['seconds']:.1f} tok/s" for r in rows[-len(table):]))
+    return rows, summarize(rows, list(table))
+
+
+def summarize(rows: list[dict], names: list[str]) -> list[dict]:
+    plain_seconds = sum(r["seconds"] for r in rows if r["method"] == "plain greedy")
+    summary = []
+    for name in names:
+        mine = [r for r in rows if r["method"] == name]
+        tokens, seconds = sum(r["new_tokens"] for r in mine), sum(r["seconds"] for r in mine)
+        steps = [r["steps"] for r in mine if r["steps"] is not None]
+        summary.append({
+            "method": name,
+            "tokens_per_s": tokens / seconds,
+            "speedup": plain_seconds / seconds,
+            "tau": tokens / sum(steps) if steps else None,
+            "exact_match": sum(r["exact"] for r in mine) / len(mine),
+            "prompts": len(mine),
+        })
+    return summary
+
+
+def plot_generation(summary: list[dict], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(summary) + 1.8))
+    names = [s["method"] for s in summary][::-1]
+    speed = [s["tokens_per_s"] for s in summary][::-1]
+    bars = ax.barh(names, speed, color=["#4c72b0" if n.startswith("specdec") else "#999999" for n in names])
+    for bar, s in zip(bars, summary[::-1]):
+        note = f" {s['speedup']:.2f}x" + (f", tau {s['tau']:.2f}" if s["tau"] else "") + f", exact {s['exact_match']:.0%}"
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center", fontsize=9)
+    ax.set_xlabel("tokens / s (median over repeats)")
+    ax.set_xlim(0, max(speed) * 1.45)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="local Hugging Face checkpoint (default: the bundled demo)")
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--predictor", help="predictor directory for --model")
+    parser.add_argument("--draft-model", help="a smaller checkpoint for HF assisted generation")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trees", nargs="+", default=["chain", "default", "wide"])
+    parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--step-timing", action="store_true", help="time one step by tree size instead")
+    parser.add_argument("--shape", default="demo", help="--step-timing model: demo or llama-2-7b (random weights)")
+    parser.add_argument("--prefix", type=int, default=512, help="--step-timing cached prefix length")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    device_name, device_kind = device_names(torch.device(args.device))
+    meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
+    torch.manual_seed(0)
+    if args.step_timing:
+        from bench.step_timing import run_step_timing
+
+        run_step_timing(args, meta, device_kind)
+        return
+    model, tokenizer, predictor = load(args)
+    tag = "demo" if args.model is None else Path(args.model).name
+    rows, summary = run_generation(args, model, tokenizer, predictor)
+    stem = args.out / f"e2e-{tag}-{device_kind}"
+    write_csv(stem.with_suffix(".csv"), rows)
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
+    cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
+    title = f"{tag}: {len(rows) // len(summary)} held-out prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
+    plot_generation(summary, stem.with_suffix(".png"), title)
+    print("\n| method | tokens/s | speedup | tau | exact match |\n| --- | --- | --- | --- | --- |")
+    for s in summary:
+        tau = f"{s['tau']:.2f}" if s["tau"] else "-"
+        print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {tau} | {s['exact_match']:.0%} |")
+    print(f"wrote {stem}.csv, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
