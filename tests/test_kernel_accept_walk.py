@@ -1,15 +1,10 @@
 """The Triton accept walk against the PyTorch reference and a plain Python walk."""
 
-import os
 import random
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-from kernel_utils import DEVICE, poisoned
+from kernel_utils import DEVICE, hopper_ptx, poisoned
 
 from specdec.kernels import reference
 from specdec.kernels.accept import accept_walk
@@ -151,31 +146,10 @@ def test_rejects_bad_inputs():
 
 
 def test_compiles_for_hopper():
-    # Under TRITON_INTERPRET, triton.language's own jit helpers (tl.min, tl.sum) are interpreter
-    # objects the compiler cannot lower, so compile in a fresh interpreter without it.
-    script = textwrap.dedent(
-        """
-        from kernel_utils import compile_for_hopper
-        from specdec.kernels.accept import _accept_walk_kernel
-
-        pointers = {name: "*i64" for name in ("ids_ptr", "tokens_ptr", "parents_ptr", "path_ptr", "count_ptr")}
-        blocks = {"BLOCK": "constexpr", "PATH_BLOCK": "constexpr"}
-        general = compile_for_hopper(
-            _accept_walk_kernel,
-            {**pointers, "num_nodes": "i32", "max_depth": "i32", **blocks},
-            {"BLOCK": 64, "PATH_BLOCK": 4},
-        )
+    kernel = ("specdec.kernels.accept", "_accept_walk_kernel", "i64")
+    ptx = hopper_ptx({
+        "general": (*kernel, {"BLOCK": 64, "PATH_BLOCK": 4}, {}),
         # Triton specialises int arguments equal to 1 into constants.
-        ones = compile_for_hopper(
-            _accept_walk_kernel,
-            {**pointers, "num_nodes": "constexpr", "max_depth": "constexpr", **blocks},
-            {"num_nodes": 1, "max_depth": 1, "BLOCK": 16, "PATH_BLOCK": 2},
-        )
-        assert general.asm["cubin"] and ones.asm["cubin"]
-        """
-    )
-    root = Path(__file__).resolve().parents[1]
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "tests"), env.get("PYTHONPATH", "")])
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
+        "ones": (*kernel, {"num_nodes": 1, "max_depth": 1, "BLOCK": 16, "PATH_BLOCK": 2}, {}),
+    })
+    assert all(ptx.values())

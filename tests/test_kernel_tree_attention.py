@@ -14,14 +14,9 @@ when DEVICE is cuda (fp32 dots are exact there too: the kernel asks for
 ``input_precision="ieee"``).
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
-from kernel_utils import DEVICE, assert_close, kernel_dtypes, poisoned
+from kernel_utils import DEVICE, assert_close, hopper_ptx, kernel_dtypes, poisoned
 
 from specdec.kernels import reference
 from specdec.kernels.attention import tree_attention
@@ -29,7 +24,6 @@ from specdec.kernels.bits import num_words, pack_bits
 from specdec.tree import StepLayout, TreeShape
 
 DTYPES = kernel_dtypes()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_qkv(seed, batch, q_heads, kv_heads, rows, prefix_len, head_dim, dtype):
@@ -203,46 +197,29 @@ def test_rejects_bad_inputs(name):
         tree_attention(*args, **kwargs)
 
 
-# Under TRITON_INTERPRET=1 every @triton.jit function, triton.language's own included, is an
-# interpreter object that cannot be compiled, so the GPU compile runs in a fresh process.
-_HOPPER_SCRIPT = textwrap.dedent(
-    """
-    import sys
-
-    sys.path.insert(0, "tests")
-    from kernel_utils import compile_for_hopper
-    from specdec.kernels import attention
-
-    FIXED_POINTERS = {"bits_ptr": "*i32", "pos_ptr": "*i64", "m_part_ptr": "*fp32", "l_part_ptr": "*fp32",
-                      "acc_part_ptr": "*fp32"}
-
-    def compile_kernel(kernel, dtype, flags):
-        signature = {}
-        for name in kernel.arg_names:
-            if name in flags:
-                signature[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                signature[name] = FIXED_POINTERS.get(name, "*" + dtype)
-            else:
-                signature[name] = "fp32" if name == "qk_scale" else "i32"
-        return compile_for_hopper(kernel, signature, flags)
-
-    for dtype in ("bf16", "fp16"):
-        for causal, window, split, block_m in ((False, True, True, 64), (True, False, False, 128)):
-            flags = dict(GROUP=4, HEAD_DIM=128, BLOCK_M=block_m, BLOCK_N=64, BLOCK_D=128, CAUSAL=causal,
-                         HAS_WINDOW=window, SPLIT=split)
-            kernel = compile_kernel(attention._tree_attention_kernel, dtype, flags)
-            assert "wgmma" in kernel.asm["ptx"], "the dots should run on Hopper tensor cores"
-        compile_kernel(attention._merge_splits_kernel, dtype, dict(GROUP=4, HEAD_DIM=128, BLOCK_M=64, BLOCK_D=128))
-    print("compiled")
-    """
-)
+POINTER_TYPES = {"bits_ptr": "*i32", "pos_ptr": "*i64", "m_part_ptr": "*fp32", "l_part_ptr": "*fp32",
+                 "acc_part_ptr": "*fp32", "qk_scale": "fp32"}
+HOPPER_CASES = {
+    **{
+        f"{dtype}-{'prefill' if causal else 'decode'}": (
+            "specdec.kernels.attention", "_tree_attention_kernel", dtype,
+            dict(GROUP=4, HEAD_DIM=128, BLOCK_M=block_m, BLOCK_N=64, BLOCK_D=128, CAUSAL=causal, HAS_WINDOW=window, SPLIT=split),
+            POINTER_TYPES,
+        )
+        for dtype in ("bf16", "fp16")
+        for causal, window, split, block_m in ((False, True, True, 64), (True, False, False, 128))
+    },
+    **{
+        f"{dtype}-merge": ("specdec.kernels.attention", "_merge_splits_kernel", dtype,
+                           dict(GROUP=4, HEAD_DIM=128, BLOCK_M=64, BLOCK_D=128), POINTER_TYPES)
+        for dtype in ("bf16", "fp16")
+    },
+}
 
 
 def test_compiles_for_hopper():
     """bf16 and fp16, decode (bits, window, split) and prefill (causal) variants, plus the merge kernel."""
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run(
-        [sys.executable, "-c", _HOPPER_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+    ptx = hopper_ptx(HOPPER_CASES)
+    for case, code in ptx.items():
+        if "merge" not in case:
+            assert "wgmma" in code, f"{case}: the dots should run on Hopper tensor cores"

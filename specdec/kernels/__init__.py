@@ -5,6 +5,8 @@
 ``TRITON_INTERPRET=1`` was set before this package was imported).
 """
 
+import importlib
+
 import torch
 
 from . import reference
@@ -27,43 +29,45 @@ __all__ = [
 
 
 def check_backend(backend: str) -> str:
-    """Validate a backend name; raise ``ValueError`` or ``NotImplementedError`` with the reason."""
+    """Validate a backend name; raise ``ValueError`` naming the choices."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton":
-        raise NotImplementedError(
-            "backend='triton': the Triton kernels are not implemented yet; use backend='torch' or 'auto'"
-        )
     return backend
 
 
 def uses_triton(backend: str, tensor: torch.Tensor) -> bool:
     """Whether an op called with ``backend`` on ``tensor`` runs the Triton kernel."""
     check_backend(backend)
-    return backend == "triton"
+    return backend == "triton" or (backend == "auto" and tensor.is_cuda)
+
+
+def _triton(module: str):
+    """The Triton implementation module (imported on first use: triton is optional off Linux)."""
+    return importlib.import_module(f"{__name__}.{module}")
 
 
 def project_future(hidden, weight, bias, out=None, *, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.project_future`."""
-    uses_triton(backend, hidden)
+    if uses_triton(backend, hidden):
+        return _triton("projection").project_future(hidden, weight, bias, out)
     return reference.project_future(hidden, weight, bias, out)
 
 
 def tree_attention(q, k, v, *, prefix_len, step_bits, scale, positions=None, window=None, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.tree_attention`."""
-    uses_triton(backend, q)
-    return reference.tree_attention(
+    impl = _triton("attention") if uses_triton(backend, q) else reference
+    return impl.tree_attention(
         q, k, v, prefix_len=prefix_len, step_bits=step_bits, scale=scale, positions=positions, window=window
     )
 
 
 def lm_head_argmax(hidden, weight, *, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.lm_head_argmax`."""
-    uses_triton(backend, hidden)
-    return reference.lm_head_argmax(hidden, weight)
+    impl = _triton("argmax") if uses_triton(backend, hidden) else reference
+    return impl.lm_head_argmax(hidden, weight)
 
 
 def accept_walk(ids, tokens, parents, max_depth: int, *, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.accept_walk`."""
-    uses_triton(backend, ids)
-    return reference.accept_walk(ids, tokens, parents, max_depth)
+    impl = _triton("accept") if uses_triton(backend, ids) else reference
+    return impl.accept_walk(ids, tokens, parents, max_depth)
