@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specdec-installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo bench demo-model
+.PHONY: install test demo bench demo-model test-compat
 
 install: $(STAMP)
 
@@ -28,3 +28,10 @@ bench: $(STAMP)
 
 demo-model: $(STAMP)
 	$(PY) -m bench.build_demo
+
+# The GPU machine's library versions (transformers 5.17, triton 3.6), installed beside .venv.
+# numpy 2.2: triton 3.6's interpreter converts 1-element arrays to ints, which numpy >= 2.4 refuses.
+COMPAT := .compat
+test-compat: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --target $(COMPAT) transformers==5.17.0 triton==3.6.0 numpy==2.2.6
+	PYTHONPATH=$(COMPAT) $(PY) -m pytest -q tests

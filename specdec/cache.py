@@ -45,15 +45,19 @@ class TreeKVCache:
             new_v[:, :, :valid] = old_v[:, :, :valid]
         self.keys[layer_idx], self.values[layer_idx] = new_k, new_v
 
-    def compact(self, prefix_len: int, keep: torch.Tensor) -> None:
-        """Keep step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) in every layer."""
+    def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:
+        """Keep step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) in every layer.
+
+        ``in_place`` says the caller knows ``keep`` is ``0..n-1``: nothing moves, lengths shrink.
+        """
         kept = keep.shape[0]
         index = keep + prefix_len
         for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
             if keys is None:
                 continue
-            keys[:, :, prefix_len : prefix_len + kept] = keys.index_select(2, index)
-            values[:, :, prefix_len : prefix_len + kept] = values.index_select(2, index)
+            if not in_place:
+                keys[:, :, prefix_len : prefix_len + kept] = keys.index_select(2, index)
+                values[:, :, prefix_len : prefix_len + kept] = values.index_select(2, index)
             self.lengths[layer] = prefix_len + kept
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

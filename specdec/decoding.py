@@ -148,8 +148,9 @@ def speculative_generate(
         ids = greedy_ids(parts, hidden[:real], layout, tokens, nodes, processors, backend)
         path, count = kernels.accept_walk(ids, nodes, layout.parents, layout.shape.depth, backend=backend)
         emitted = ids[path.clamp(min=0)]
-        host = torch.cat([count.view(1), emitted]).tolist()  # the step's one host round trip
+        host = torch.cat([count.view(1), emitted, path]).tolist()  # the step's one host round trip
         n_accepted, new_tokens = host[0], host[1 : host[0] + 2]
+        kept_rows = host[len(emitted) + 1 : len(emitted) + n_accepted + 2]
         steps += 1
         if layout is drafted:
             accepted.append(n_accepted)
@@ -165,7 +166,7 @@ def speculative_generate(
                 break
         if finished:
             break
-        cache.compact(prefix_len, path[: n_accepted + 1])
+        cache.compact(prefix_len, path[: n_accepted + 1], in_place=kept_rows == list(range(n_accepted + 1)))
         root = emitted[n_accepted : n_accepted + 1]
         last = path[n_accepted : n_accepted + 1]
         pseudo_hidden = hidden[real:].view(real, pseudo, -1).index_select(0, last)[0] if pseudo else None

@@ -28,3 +28,12 @@ def test_compact_keeps_accepted_rows_in_every_layer():
     for layer in (0, 1):
         keys, _ = cache.update(states(1, 50), states(1, 50), layer)
         assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 3, 10, 12, 13, 50]
+
+
+def test_compact_in_place_only_shrinks():
+    cache = TreeKVCache(num_layers=1, capacity=16)
+    cache.update(states(3, 0), states(3, 0), 0)
+    cache.update(states(4, 10), states(4, 10), 0)
+    cache.compact(3, torch.tensor([0, 1]), in_place=True)
+    keys, _ = cache.update(states(1, 50), states(1, 50), 0)
+    assert keys[0, 0, :, 0].tolist() == [0, 1, 2, 10, 11, 50]
