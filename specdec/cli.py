@@ -11,7 +11,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m specdec", description="FIRP speculative decoding for Hugging Face models")
+    parser = argparse.ArgumentParser(
+        prog="python -m specdec",
+        description="FIRP speculative decoding for Hugging Face models (arguments can come from @file, one per line)",
+        fromfile_prefix_chars="@",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a FIRP predictor for a local Hugging Face checkpoint")

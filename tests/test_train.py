@@ -158,8 +158,9 @@ def test_cli_train_sweeps_layers_and_saves_the_best(tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     (tmp_path / "corpus.txt").write_text("".join(SAMPLE_CODE) * 3)
+    (tmp_path / "files.txt").write_text(f"{tmp_path / 'corpus.txt'}\n")  # an @file argument list
     out = tmp_path / "pred"
-    argv = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "corpus.txt"), "--layers", "0,2",
+    argv = ["train", "--model", str(tmp_path / "model"), "--data", f"@{tmp_path / 'files.txt'}", "--layers", "0,2",
             "--k", "2", "--steps", "2", "--batch-size", "2", "--seq-len", "32", "--tau-prompts", "1",
             "--max-new-tokens", "8", "--out", str(out)]
     assert cli_main(argv) == 0
