@@ -213,6 +213,8 @@ def copy_bandwidth(device: torch.device) -> float:
 def run_cases(cases, impls, bandwidth, device_kind):
     """Time every implementation of every case; return one row per case and implementation, and skip notes."""
     rows, skipped = [], {}
+    # ``cases`` is a generator whose lambdas close over loop variables: each case is timed before
+    # the generator advances, so every lambda still sees its own tensors.
     for number, case in enumerate(cases, 1):
         timings = {}
         for impl in impls:

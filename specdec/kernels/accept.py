@@ -15,13 +15,11 @@ Once a step finds no match the state stops changing, so later steps find none
 either and the walk needs no separate "stopped" flag.
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read when the kernel below is decorated
+from .launch import check_runnable
 
 
 @triton.jit
@@ -111,11 +109,7 @@ def accept_walk(
     num_nodes = ids.shape[0] - 1
     _check_vector("tokens", tokens, num_nodes, device)
     _check_vector("parents", parents, num_nodes, device)
-    if device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(
-            f"accept_walk: Triton needs CUDA tensors, got {device}; set TRITON_INTERPRET=1 before "
-            "importing specdec.kernels to run the kernel on CPU, or use the PyTorch reference"
-        )
+    check_runnable("accept_walk", ids, tokens, parents)
     if out is None:
         path = torch.empty(max_depth + 1, dtype=torch.int64, device=device)
         count = torch.empty((), dtype=torch.int64, device=device)

@@ -56,10 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .projection import INTERPRETING, SUPPORTED_DTYPES, check_runnable, pick_block, row_major, sm_count
-
-# See projection.py: lets interpreted kernels upcast bf16 to fp32 without costing tensor cores on a GPU.
-_INTERPRET = tl.constexpr(INTERPRETING)
+from .launch import INTERPRET, INTERPRETING, SUPPORTED_DTYPES, check_runnable, pick_block, row_major, sm_count
 
 PROGRAMS_PER_SM = 4
 INTERPRET_SPLITS = 4
@@ -93,7 +90,7 @@ def _rounded_logits(
         mask_hidden = offs_hidden < d - start
         h = tl.load(hidden_ptrs, mask=mask_rows[:, None] & mask_hidden[None, :], other=0.0)
         w = tl.load(weight_ptrs, mask=mask_vocab[:, None] & mask_hidden[None, :], other=0.0)
-        if _INTERPRET:
+        if INTERPRET:
             h = h.to(tl.float32)
             w = w.to(tl.float32)
         acc = tl.dot(h, tl.trans(w), acc, input_precision="ieee")

@@ -49,7 +49,7 @@ for fp16/bf16 that is the ordinary tensor-core path, and fp32 inputs get true
 fp32 products instead of TF32, whose 10-bit mantissa would break the 1e-4
 agreement that fp32 greedy parity relies on (fp32 is the parity configuration,
 not the fast one). When interpreting, tiles are cast to fp32 right after loading
-(``_INTERPRET``), because the interpreter computes bf16 on raw bit patterns.
+(``INTERPRET``), because the interpreter computes bf16 on raw bit patterns.
 
 Head dims: any ``D <= 256`` is served, with ``BLOCK_D = max(16, next_pow2(D))``
 and masks on the feature axis (64, 128 and 256 need no padding; 48, 80 or 96
@@ -83,18 +83,14 @@ When interpreting (``TRITON_INTERPRET=1``, CPU) the cost is per operation, not
 per element, so blocks are large: up to 128 slots and 256 keys.
 """
 
-import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .bits import num_words
-
-# Read when the kernels are decorated; a constexpr so that GPU compiles drop the casts.
-_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+from .launch import INTERPRET, INTERPRETING, check_block, check_runnable, clamped_pow2, sm_count
 _LOG2E = math.log2(math.e)
 MAX_HEAD_DIM = 256
 _MIN_SPLIT_KEYS = 256  # the auto heuristic gives each split at least this many prefix keys
@@ -121,7 +117,7 @@ def _load_rows(base, index, stride_n, stride_d, bound, HEAD_DIM: tl.constexpr, B
     if BOUNDED:
         mask = mask & (index < bound)[:, None]
     tile = tl.load(base + index[:, None] * stride_n + offs_d[None, :] * stride_d, mask=mask, other=0.0)
-    if _INTERPRET:
+    if INTERPRET:
         tile = tile.to(tl.float32)
     return tile
 
@@ -225,7 +221,7 @@ def _tree_attention_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     q_offsets = batch * stride_qb + head[:, None] * stride_qh + row[:, None] * stride_qs + offs_d[None, :] * stride_qd
     q = tl.load(q_ptr + q_offsets, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
-    if _INTERPRET:
+    if INTERPRET:
         q = q.to(tl.float32)
     k_base = k_ptr + batch * stride_kb + kv_head.to(tl.int64) * stride_kh
     v_base = v_ptr + batch * stride_vb + kv_head.to(tl.int64) * stride_vh
@@ -301,27 +297,14 @@ def _merge_splits_kernel(
     _store_output(out_ptr, acc, l_i, batch, slots, row, head, kv_heads, rows, GROUP, HEAD_DIM, BLOCK_D)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _interpreting(device: torch.device) -> bool:
-    return bool(_INTERPRET) or device.type != "cuda"
-
-
-def _clamped_pow2(n: int, low: int, high: int) -> int:
-    return min(high, max(low, triton.next_power_of_2(n)))
-
-
 def _default_config(slots: int, keys: int, head_dim: int, dtype: torch.dtype, interpreting: bool) -> dict:
     """Default ``block_m``, ``block_n``, ``num_warps``, ``num_stages`` (see the module docstring)."""
     if interpreting:
-        return {"block_m": _clamped_pow2(slots, 16, 128), "block_n": _clamped_pow2(keys, 16, 256),
+        return {"block_m": clamped_pow2(slots, 16, 128), "block_n": clamped_pow2(keys, 16, 256),
                 "num_warps": 4, "num_stages": 1}
     if dtype == torch.float32:  # exact fp32 dots run on FMA units: keep the register tiles small
-        return {"block_m": _clamped_pow2(slots, 16, 32), "block_n": 32, "num_warps": 4, "num_stages": 2}
-    block_m = 128 if slots >= 1024 else _clamped_pow2(slots, 16, 64)
+        return {"block_m": clamped_pow2(slots, 16, 32), "block_n": 32, "num_warps": 4, "num_stages": 2}
+    block_m = 128 if slots >= 1024 else clamped_pow2(slots, 16, 64)
     return {
         "block_m": block_m,
         "block_n": 64 if head_dim <= 128 else 32,
@@ -332,17 +315,12 @@ def _default_config(slots: int, keys: int, head_dim: int, dtype: torch.dtype, in
 
 def _default_splits(programs: int, prefix_len: int, device: torch.device) -> int:
     """About two programs per SM, each split covering at least ``_MIN_SPLIT_KEYS`` prefix keys."""
-    if _interpreting(device):
+    if INTERPRETING or device.type != "cuda":
         return 1
-    target = 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    target = 2 * sm_count(device)
     if programs >= target:
         return 1
     return max(1, min(triton.cdiv(target, programs), prefix_len // _MIN_SPLIT_KEYS, _MAX_AUTO_SPLITS))
-
-
-def _check_block(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 16 or value & (value - 1):
-        raise ValueError(f"tree_attention: {name} must be a power of two >= 16, got {value!r}")
 
 
 def _check_qkv(q, k, v, prefix_len) -> None:
@@ -351,8 +329,7 @@ def _check_qkv(q, k, v, prefix_len) -> None:
             raise ValueError(f"tree_attention: {name} must be a 4-D tensor, got {getattr(t, 'shape', type(t))}")
         if t.device != q.device:
             raise ValueError(f"tree_attention: {name} is on {t.device} but q is on {q.device}")
-    if q.device.type != "cuda" and not _INTERPRET:
-        raise ValueError(f"tree_attention: tensors on {q.device} need a GPU, or TRITON_INTERPRET=1 set before import")
+    check_runnable("tree_attention", q, k, v)
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
         dtypes = f"{q.dtype}, {k.dtype}, {v.dtype}"
         raise ValueError(f"tree_attention: q, k, v must share one of fp16/bf16/fp32, got {dtypes}")
@@ -400,11 +377,11 @@ def _resolve_options(q, kv_heads, prefix_len, num_splits, block_m, block_n, num_
     """The caller's tuning options, defaults filled in and checked."""
     batch, q_heads, rows, head_dim = q.shape
     slots = rows * (q_heads // kv_heads)
-    opts = _default_config(slots, max(prefix_len, rows), head_dim, q.dtype, _interpreting(q.device))
+    opts = _default_config(slots, max(prefix_len, rows), head_dim, q.dtype, INTERPRETING or q.device.type != "cuda")
     given = {"block_m": block_m, "block_n": block_n, "num_warps": num_warps, "num_stages": num_stages}
     opts.update({name: value for name, value in given.items() if value is not None})
-    _check_block("block_m", opts["block_m"])
-    _check_block("block_n", opts["block_n"])
+    check_block("tree_attention: block_m", opts["block_m"])
+    check_block("tree_attention: block_n", opts["block_n"])
     if num_splits is None:
         num_splits = _default_splits(triton.cdiv(slots, opts["block_m"]) * batch * kv_heads, prefix_len, q.device)
     if not isinstance(num_splits, int) or num_splits < 1:

@@ -50,19 +50,12 @@ For R = 1 a swap-AB tiling (weight tile as the MMA's M side) wastes fewer tensor
 only matters if the kernel turns out compute-limited.
 """
 
-import functools
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# A constexpr global (a plain bool fails to compile) so that interpreted kernels can upcast to fp32:
-# the interpreter computes bf16 on raw bit patterns, while on a GPU the upcast would cost tensor cores.
-_INTERPRET = tl.constexpr(INTERPRETING)
+from .launch import INTERPRET, INTERPRETING, SUPPORTED_DTYPES, check_runnable, pick_block, row_major, sm_count
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PROGRAMS_PER_SM = 2
 NUM_WARPS = 4
 NUM_STAGES = 3
@@ -106,7 +99,7 @@ def _project_kernel(
         mask_in = offs_in < d - start
         h = tl.load(hidden_ptrs, mask=mask_rows[:, None] & mask_in[None, :], other=0.0)
         w = tl.load(weight_ptrs, mask=mask_out[:, None] & mask_in[None, :], other=0.0)
-        if _INTERPRET:
+        if INTERPRET:
             h = h.to(tl.float32)
             w = w.to(tl.float32)
         acc = tl.dot(h, tl.trans(w), acc, input_precision="ieee")
@@ -119,36 +112,6 @@ def _project_kernel(
     out_rows = offs_rows.to(tl.int64) * k + map_idx
     out_ptrs = out_ptr + out_rows[:, None] * stride_out + offs_out[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_rows[:, None] & mask_out[None, :])
-
-
-def pick_block(name: str, value: int | None, default: int) -> int:
-    """``default`` when ``value`` is None, else ``value`` checked to be a power of two >= 16 (as ``tl.dot`` needs)."""
-    if value is None:
-        return default
-    if not isinstance(value, int) or value < 16 or value & (value - 1):
-        raise ValueError(f"{name} must be a power of two >= 16, got {value!r}")
-    return value
-
-
-def check_runnable(op: str, *tensors: torch.Tensor) -> None:
-    """Raise unless all tensors share a device on which Triton can run (CUDA, or any under the interpreter)."""
-    devices = {t.device for t in tensors}
-    if len(devices) != 1:
-        raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
-    device = devices.pop()
-    if device.type != "cuda" and not INTERPRETING:
-        raise ValueError(f"{op}: Triton needs CUDA tensors (or TRITON_INTERPRET=1 set before import), got {device}")
-
-
-def row_major(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with unit stride in its last dimension (a copy only when it has none)."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
-@functools.lru_cache(maxsize=None)
-def sm_count(device: torch.device) -> int:
-    """Number of streaming multiprocessors of a CUDA device."""
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def default_blocks(rows: int, d: int, k: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int, int]:
