@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specdec-installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo bench demo-model test-compat
+.PHONY: install test demo bench demo-model test-compat gpu-check
 
 install: $(STAMP)
 
@@ -35,3 +35,13 @@ COMPAT := .compat
 test-compat: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --target $(COMPAT) transformers==5.17.0 triton==3.6.0 numpy==2.2.6
 	PYTHONPATH=$(COMPAT) $(PY) -m pytest -q tests
+
+# On a GPU machine with torch, triton and transformers already installed (no venv, no network):
+# the test suite on CUDA, the kernel microbenchmarks, the step-time ceiling of a 7B-shaped model
+# and the end-to-end benchmark of the demo model. Results land in bench/results/.
+GPU_PY ?= python3
+gpu-check:
+	PYTHONPATH=. $(GPU_PY) -m pytest -q tests 2>&1 | tee bench/results/gpu-tests.log
+	PYTHONPATH=. $(GPU_PY) -m bench.kernels
+	PYTHONPATH=. $(GPU_PY) -m bench.e2e --step-timing --shape llama-2-7b --dtype bfloat16 --prefix 1024
+	PYTHONPATH=. $(GPU_PY) -m bench.e2e --device cuda

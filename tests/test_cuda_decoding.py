@@ -1,0 +1,28 @@
+"""On a GPU: patched greedy output equals plain greedy with the Triton kernels, in fp32, fp16 and bf16.
+
+Skipped without CUDA (the CPU suite covers the same decoding with interpreted kernels in fp32).
+"""
+
+import pytest
+import torch
+
+import specdec
+from drafting import ScrambledDrafts, perturbed_predictor
+from near_tie import assert_greedy_equivalent
+from specdec import FIRPDrafts
+from tiny_models import ARCHS, prompt, tiny_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_triton_kernels_on_cuda_match_plain_greedy(arch, dtype):
+    model = tiny_model(arch, seed=3, dtype=dtype).cuda()
+    ids = prompt(model, 12, seed=5).cuda()
+    expected = model.generate(ids, max_new_tokens=40, do_sample=False)
+    predictor = perturbed_predictor(model, 1, k=3)
+    source = ScrambledDrafts(FIRPDrafts(predictor), expected[0].tolist(), model.config.vocab_size)
+    specdec.patch(model, source, tree="wide")  # backend "auto": Triton on CUDA
+    assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=40, do_sample=False))
+    assert specdec.stats(model).fallback is None
