@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--positions", default="64", help="positions sampled per sequence, or 'all'")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="directory for the predictor (and checkpoints)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--checkpoint-dir", help="where checkpoints go (default: OUT/checkpoints)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     train.add_argument("--checkpoint-every", type=int, default=100)
     train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
     train.add_argument("--max-new-tokens", type=int, default=64)
@@ -70,6 +71,7 @@ def run_train(args) -> None:
         sequences, held_out = sequences[:-cut], sequences[-cut:]
     prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
     out = Path(args.out)
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -84,7 +86,7 @@ def run_train(args) -> None:
     print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
     if args.layers:
         layers = [int(x) for x in args.layers.split(",")]
-        config.checkpoint_dir = str(out / "sweep")
+        config.checkpoint_dir = str(checkpoints / "sweep")
         results = sweep_layers(
             model, sequences, held_out, layers, args.k, config=config, prompts=prompts, max_new_tokens=args.max_new_tokens, tree=args.tree
         )
@@ -93,7 +95,7 @@ def run_train(args) -> None:
         print(f"best transfer layer: {best.layer}")
         predictor, scores, tau = best.predictor, {"top1": best.top1, "top5": best.top5}, best.tau
     else:
-        config.checkpoint_dir = str(out / "checkpoint")
+        config.checkpoint_dir = str(checkpoints)
         predictor = train_predictor(model, sequences, args.layer, args.k, config=config)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
