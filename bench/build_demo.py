@@ -1,10 +1,13 @@
 """Rebuild the bundled demo model in ``specdec/assets/demo/`` from the Python standard library.
 
-Trains, from scratch and offline, a byte-level BPE tokenizer and a small
-``LlamaForCausalLM`` on the train split of :mod:`specdec.demo_corpus`, reports
+Stage ``model`` trains, from scratch and offline, a byte-level BPE tokenizer and a
+small ``LlamaForCausalLM`` on the train split of :mod:`specdec.demo_corpus`, reports
 the held-out loss, and saves the fp16 model, the tokenizer and ``build_info.json``.
+Stage ``predictor`` then runs ``specdec train``: a short sweep over transfer layers,
+and a longer training of the best layer's predictor into ``predictor/``.
 
-    python -m bench.build_demo                                   # full build
+    python -m bench.build_demo                                   # full build (about 1.5 h on 2 cores)
+    python -m bench.build_demo --stage predictor --resume        # only the predictor
     python -m bench.build_demo --steps 30 --layers 2 --out runs/smoke --ckpt-dir runs/smoke-ckpt
 """
 
@@ -32,7 +35,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from tqdm import tqdm  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
+from specdec import cli as specdec_cli  # noqa: E402
 from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
+from specdec.train import CHECKPOINT_STATE  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "specdec" / "assets" / "demo"
@@ -70,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
     p.add_argument("--eval-windows", type=int, default=32, help="held-out windows scored at each checkpoint")
     p.add_argument("--sample-tokens", type=int, default=64, help="new tokens per sample generation")
+    p.add_argument("--stage", choices=("all", "model", "predictor"), default="all", help="what to build")
+    p.add_argument("--predictor-layers", default="1,2,3", help="transfer layers swept for the predictor")
+    p.add_argument("--k", type=int, default=3, help="predictor future offsets")
+    p.add_argument("--sweep-steps", type=int, default=400, help="predictor steps per swept layer")
+    p.add_argument("--predictor-steps", type=int, default=3000, help="predictor steps at the chosen layer")
     args = p.parse_args(argv)
     if args.steps is None:
         args.steps = math.ceil(args.tokens / (args.batch_size * args.seq_len))
@@ -293,11 +303,8 @@ def build_info(args, model, counts: dict, train_seconds: float, loss: float, sam
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_language_model(args: argparse.Namespace) -> None:
     """Build the tokenizer and model, train, evaluate, and save everything to ``args.out``."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
     train_files, heldout_files = stdlib_files("train"), stdlib_files("heldout")
     train_texts, heldout_texts = read_texts(train_files), read_texts(heldout_files)
     tok = train_tokenizer(train_texts, args.vocab_size)
@@ -327,6 +334,55 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.save_pretrained(args.out)
     info = build_info(args, model, counts, train_seconds, loss, samples)
     (args.out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def run_specdec_train(options: list[str]) -> None:
+    """Run ``python -m specdec train`` in-process; raise ``SystemExit`` when it fails."""
+    code = specdec_cli.main(["train", *options])
+    if code:
+        raise SystemExit(f"specdec train {' '.join(options)} failed with exit code {code}")
+
+
+def resume_flag(args: argparse.Namespace, checkpoint_dir: Path) -> list[str]:
+    """``["--resume"]`` when ``--resume`` was given and ``checkpoint_dir`` holds a checkpoint, else ``[]``."""
+    return ["--resume"] if args.resume and any(checkpoint_dir.rglob(CHECKPOINT_STATE)) else []
+
+
+def build_predictor(args: argparse.Namespace) -> None:
+    """Sweep transfer layers briefly, then train the best layer's predictor into ``args.out / "predictor"``.
+
+    The sweep table is kept in the predictor's ``training_report.json``.
+    """
+    args.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    lists = {}
+    for split in ("train", "heldout"):
+        lists[split] = args.ckpt_dir / f"{split}_files.txt"
+        lists[split].write_text("\n".join(str(f) for f in stdlib_files(split)) + "\n")
+    common = ["--model", str(args.out), "--data", f"@{lists['train']}", "--eval-data", f"@{lists['heldout']}",
+              "--k", str(args.k), "--seed", str(args.seed)]
+    sweep_out, sweep_ckpt = args.ckpt_dir / "predictor-sweep", args.ckpt_dir / "predictor-sweep-checkpoints"
+    run_specdec_train([*common, "--layers", args.predictor_layers, "--steps", str(args.sweep_steps),
+                       "--out", str(sweep_out), "--checkpoint-dir", str(sweep_ckpt), *resume_flag(args, sweep_ckpt)])
+    sweep = json.loads((sweep_out / "training_report.json").read_text())
+    final_out, final_ckpt = args.out / "predictor", args.ckpt_dir / "predictor-checkpoints"
+    run_specdec_train([*common, "--layer", str(sweep["layer"]), "--steps", str(args.predictor_steps),
+                       "--out", str(final_out), "--checkpoint-dir", str(final_ckpt), *resume_flag(args, final_ckpt)])
+    report_path = final_out / "training_report.json"
+    report = json.loads(report_path.read_text())
+    report["sweep"] = {"steps_per_layer": args.sweep_steps, "layers": sweep["sweep"]}
+    report["steps"] = args.predictor_steps
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the stages asked for by ``--stage``."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    if args.stage in ("all", "model"):
+        build_language_model(args)
+    if args.stage in ("all", "predictor"):
+        build_predictor(args)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,17 @@ def run_train(args) -> None:
         best = best_layer(results)
         print(f"best transfer layer: {best.layer}")
         predictor, scores, tau = best.predictor, {"top1": best.top1, "top5": best.top5}, best.tau
+        sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
     else:
         config.checkpoint_dir = str(checkpoints)
         predictor = train_predictor(model, sequences, args.layer, args.k, config=config)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
+        sweep = None
     predictor.save_pretrained(out)
     report = {"layer": predictor.layer, "k": predictor.k, **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
+    if sweep:
+        report["sweep"] = sweep
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved predictor to {out}: " + json.dumps(report))
 
