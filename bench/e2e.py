@@ -25,6 +25,7 @@ import torch
 from bench.common import RESULTS, device_names, environment, write_csv
 from specdec import FuturePredictor, load_demo, patch, stats, unpatch
 from specdec.demo_corpus import read_texts, stdlib_files
+from specdec.tree import parse_tree_arg
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,7 +72,8 @@ def methods(args, model, predictor):
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
     for tree in args.trees:
-        table[f"specdec {tree}"] = (lambda tree=tree: patch(model, predictor, tree=tree, backend=args.backend), {})
+        label = f"{tree} nodes" if isinstance(tree, int) else tree
+        table[f"specdec {label}"] = (lambda tree=tree: patch(model, predictor, tree=tree, backend=args.backend), {})
     return table
 
 
@@ -156,7 +158,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trees", nargs="+", default=["chain", "default", "wide"])
+    parser.add_argument("--trees", nargs="+", type=parse_tree_arg, default=["chain", 5, "default", "wide"],
+                        help="tree names, or a node count N for the N most likely paths")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--dtype", default="float32")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from .demo import DEMO_TREE
+from .tree import parse_tree_arg
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -41,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=100)
     train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
     train.add_argument("--max-new-tokens", type=int, default=64)
-    train.add_argument("--tree", default="default")
+    train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name or node count for tau")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
     demo = commands.add_parser("demo", help="plain vs patched generation on the bundled demo model")
     demo.add_argument("--max-new-tokens", type=int, default=128)
-    demo.add_argument("--tree", default="default")
+    demo.add_argument("--tree", type=parse_tree_arg, default=DEMO_TREE, help="tree name or node count")
     demo.add_argument("--backend", default="auto")
     return parser
 

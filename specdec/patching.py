@@ -52,7 +52,8 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="default", bac
     Args:
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
         predictor: a :class:`FuturePredictor` for this model, or any :class:`DraftSource`.
-        tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes) or a list of paths.
+        tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count ``N``
+            (the ``N`` most likely paths) or a list of paths.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.

@@ -24,6 +24,11 @@ NAMED_TREE_NODES = {"default": 16, "wide": 60}
 TREE_NAMES = ("chain", *NAMED_TREE_NODES)
 
 
+def parse_tree_arg(text: str) -> "str | int":
+    """A command-line tree: a node count when ``text`` is all digits, else a name."""
+    return int(text) if text.isdigit() else text
+
+
 def best_paths(num_nodes: int, k: int, prior: Sequence[float] = RANK_PRIOR) -> list[tuple[int, ...]]:
     """The ``num_nodes`` paths of depth <= k with the highest product of rank priors."""
     heap = [(-prior[r], (r,)) for r in range(len(prior))]
@@ -45,20 +50,25 @@ class TreeShape:
     paths: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def resolve(cls, spec: "str | Sequence[Sequence[int]] | TreeShape", k: int) -> "TreeShape":
-        """Build a shape from a name (``"chain"``, ``"default"``, ``"wide"``) or a list of paths.
+    def resolve(cls, spec: "str | int | Sequence[Sequence[int]] | TreeShape", k: int) -> "TreeShape":
+        """Build a shape from a name (``"chain"``, ``"default"``, ``"wide"``), a node count or a list of paths.
 
-        Named shapes adapt to ``k``; explicit paths are validated against it.
-        Raises ``ValueError`` on an unknown name or malformed paths.
+        Named shapes and node counts (the ``N`` most likely paths) adapt to ``k``;
+        explicit paths are validated against it. Raises ``ValueError`` on an
+        unknown name, a count below 1 or malformed paths.
         """
         if isinstance(spec, TreeShape):
             spec = spec.paths
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            if spec < 1:
+                raise ValueError(f"a tree needs at least 1 node, got {spec}")
+            return cls(tuple(sorted(best_paths(spec, k), key=lambda p: (len(p), p))))
         if isinstance(spec, str):
             if spec == "chain":
                 return cls(tuple((0,) * depth for depth in range(1, k + 1)))
             if spec not in NAMED_TREE_NODES:
                 raise ValueError(f"unknown tree {spec!r}; named trees are {TREE_NAMES}, or pass a list of paths")
-            return cls(tuple(sorted(best_paths(NAMED_TREE_NODES[spec], k), key=lambda p: (len(p), p))))
+            return cls.resolve(NAMED_TREE_NODES[spec], k)
         return cls(_validate_paths(spec, k))
 
     @property

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from specdec.kernels import pack_bits, unpack_bits
-from specdec.tree import StepLayout, TreeShape, best_paths
+from specdec.tree import StepLayout, TreeShape, best_paths, parse_tree_arg
 
 
 def test_named_shapes_have_their_sizes_and_adapt_to_k():
@@ -16,6 +16,15 @@ def test_named_shapes_have_their_sizes_and_adapt_to_k():
         assert default.num_nodes == 16 and wide.num_nodes == 60
         assert default.depth <= k and wide.depth <= k
     assert TreeShape.resolve("default", 3).depth == 3 and TreeShape.resolve("wide", 4).depth == 4
+
+
+def test_node_counts_give_the_most_likely_paths():
+    assert TreeShape.resolve(16, 3) == TreeShape.resolve("default", 3)
+    assert TreeShape.resolve(5, 3).num_nodes == 5 and TreeShape.resolve(1, 4).paths == ((0,),)
+    assert parse_tree_arg("5") == 5 and parse_tree_arg("chain") == "chain"
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="at least 1 node"):
+            TreeShape.resolve(bad, 3)
 
 
 def test_best_paths_are_prefix_closed_and_ranked():
