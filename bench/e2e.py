@@ -23,7 +23,7 @@ import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment, write_csv
-from specdec import FuturePredictor, load_demo, patch, stats, unpatch
+from specdec import FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
 from specdec.demo_corpus import read_texts, stdlib_files
 from specdec.tree import parse_tree_arg
 
@@ -74,6 +74,10 @@ def methods(args, model, predictor):
     for tree in args.trees:
         label = f"{tree} nodes" if isinstance(tree, int) else tree
         table[f"specdec {label}"] = (lambda tree=tree: patch(model, predictor, tree=tree, backend=args.backend), {})
+    for tree in args.lookup_trees:
+        label = f"{tree} nodes" if isinstance(tree, int) else tree
+        merged = LookupDrafts(predictor)
+        table[f"specdec {label} + lookup"] = (lambda tree=tree: patch(model, merged, tree=tree, backend=args.backend), {})
     return table
 
 
@@ -160,6 +164,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trees", nargs="+", type=parse_tree_arg, default=["chain", 5, "default", "wide"],
                         help="tree names, or a node count N for the N most likely paths")
+    parser.add_argument("--lookup-trees", nargs="*", type=parse_tree_arg, default=[5, "default"],
+                        help="trees also run with n-gram lookup merged into the FIRP drafts (specdec.LookupDrafts)")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--dtype", default="float32")

@@ -9,7 +9,7 @@
 """
 
 from .demo import load_demo
-from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts
+from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts, LookupDrafts
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .stats import DecodeStats
@@ -28,6 +28,7 @@ __all__ = [
     "FIRPDrafts",
     "ForcedDrafts",
     "FuturePredictor",
+    "LookupDrafts",
     "TrainConfig",
     "TreeShape",
     "evaluate_predictor",

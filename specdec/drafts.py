@@ -85,6 +85,59 @@ class FIRPDrafts(DraftSource):
         return logits.topk(context.num_candidates, dim=-1).indices
 
 
+def lookup_continuation(tokens: list[int], max_ngram: int, length: int, min_ngram: int = 1) -> list[int]:
+    """Prompt-lookup guess: what followed the latest earlier occurrence of the text's last n-gram.
+
+    Tries ``n = max_ngram`` down to ``min_ngram``; returns up to ``length`` tokens, or ``[]`` without a match.
+    """
+    for n in range(min(max_ngram, len(tokens) - 1), min_ngram - 1, -1):
+        suffix = tokens[-n:]
+        for start in range(len(tokens) - n - 1, -1, -1):
+            if tokens[start : start + n] == suffix:
+                return tokens[start + n : start + n + length]
+    return []
+
+
+class LookupDrafts(DraftSource):
+    """Merges n-gram lookup (as in prompt lookup decoding) into another source's candidates.
+
+    Each step, :func:`lookup_continuation` of the text so far becomes the rank-0
+    candidate at depths 1, 2, ... (as far as it reaches), and the inner source's
+    ranking moves one place down behind it (without repeating it). With no match
+    the inner candidates are used as they are. Pass a :class:`FuturePredictor` to
+    merge with FIRP: ``specdec.patch(model, LookupDrafts(predictor))``.
+    """
+
+    def __init__(self, inner: "DraftSource | FuturePredictor", max_ngram: int = 3, min_ngram: int = 1):
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"need 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, max_ngram={max_ngram}")
+        self.inner = FIRPDrafts(inner) if isinstance(inner, FuturePredictor) else inner
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.k = self.inner.k
+        self.layer = self.inner.layer
+
+    def check_model(self, model) -> None:
+        self.inner.check_model(model)
+
+    def prepared(self, model, backend: str) -> "LookupDrafts":
+        return LookupDrafts(self.inner.prepared(model, backend), self.max_ngram, self.min_ngram)
+
+    def inject(self, hidden: torch.Tensor, out: torch.Tensor) -> None:
+        self.inner.inject(hidden, out)
+
+    def candidates(self, context: DraftContext) -> torch.Tensor:
+        cands = self.inner.candidates(context)
+        guess = lookup_continuation(context.tokens, self.max_ngram, self.k, self.min_ngram)
+        if not guess:
+            return cands
+        merged = cands.clone()
+        for depth, token in enumerate(guess):
+            row = cands[depth]
+            merged[depth, 0] = token
+            merged[depth, 1:] = row[row != token][: row.shape[0] - 1]
+        return merged
+
+
 class ForcedDrafts(DraftSource):
     """Test and benchmark source: proposes a known continuation (or guaranteed misses).
 

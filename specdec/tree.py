@@ -101,7 +101,7 @@ class TreeShape:
 
 def _validate_paths(spec, k: int) -> tuple[tuple[int, ...], ...]:
     if isinstance(spec, (str, bytes)) or not isinstance(spec, Sequence) or len(spec) == 0:
-        raise ValueError(f"tree must be a name in {TREE_NAMES} or a non-empty list of paths, got {spec!r}")
+        raise ValueError(f"tree must be a name in {TREE_NAMES}, a node count or a non-empty list of paths, got {spec!r}")
     paths = []
     for raw in spec:
         if (

@@ -165,7 +165,8 @@ def test_k_below_one(model, k):
         ([[0], [-1]], "non-negative"),
         ([[0], []], "non-empty list"),
         ("bushy", "unknown tree"),
-        (7, "non-empty list of paths"),
+        (7.5, "a node count or a non-empty list of paths"),
+        (0, "at least 1 node"),
         ([[0], [True]], "non-negative ints"),
     ],
 )
