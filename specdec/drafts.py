@@ -130,11 +130,17 @@ class LookupDrafts(DraftSource):
         guess = lookup_continuation(context.tokens, self.max_ngram, self.k, self.min_ngram)
         if not guess:
             return cands
+        # On the device without a host sync: row j becomes [guess[j], its candidates minus
+        # guess[j] (or minus its last one when guess[j] is not among them)].
+        depths, width = len(guess), cands.shape[1]
+        rows = cands[:depths]
+        tokens = torch.tensor(guess, dtype=cands.dtype).to(cands.device, non_blocking=True)
+        extended = torch.cat([tokens[:, None], rows], dim=1)  # [g, K + 1]
+        ranks = torch.arange(width, device=cands.device)
+        dropped = torch.where(rows == tokens[:, None], ranks, width - 1).amin(dim=1) + 1
+        order = torch.arange(width + 1, device=cands.device).repeat(depths, 1).scatter_(1, dropped[:, None], width + 1)
         merged = cands.clone()
-        for depth, token in enumerate(guess):
-            row = cands[depth]
-            merged[depth, 0] = token
-            merged[depth, 1:] = row[row != token][: row.shape[0] - 1]
+        merged[:depths] = extended.gather(1, order.argsort(dim=1)[:, :width])
         return merged
 
 

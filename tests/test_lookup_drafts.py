@@ -36,6 +36,10 @@ def test_merge_puts_the_guess_first_and_shifts_the_rest_without_repeats():
     source = specdec.LookupDrafts(inner, max_ngram=2)
     context = DraftContext([21, 40, 7, 11, 21, 40], None, torch.empty(0), 3)  # "21 40" followed by 7 11 21
     assert source.candidates(context).tolist() == [[7, 10, 11], [11, 20, 21], [21, 30, 31]]
+    present = DraftContext([4, 12, 21, 30, 4], None, torch.empty(0), 3)  # guess 12 21 30: already candidates
+    assert source.candidates(present).tolist() == [[12, 10, 11], [21, 20, 22], [30, 31, 32]]
+    short = DraftContext([9, 31, 9], None, torch.empty(0), 3)  # guess 31 9 reaches two depths only
+    assert source.candidates(short).tolist() == [[31, 10, 11], [9, 20, 21], [30, 31, 32]]
     no_match = DraftContext([1, 2, 3], None, torch.empty(0), 3)
     assert torch.equal(source.candidates(no_match), inner.cands)
     assert lookup_continuation([1, 2, 9, 5, 2], 3, 2, min_ngram=2) == []  # only a 1-gram matches
