@@ -71,13 +71,12 @@ def methods(args, model, predictor):
 
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
-    for tree in args.trees:
+    runs = [(tree, predictor, "") for tree in args.trees]
+    runs += [(tree, LookupDrafts(predictor), " + lookup") for tree in args.lookup_trees]
+    for tree, source, suffix in runs:
         label = f"{tree} nodes" if isinstance(tree, int) else tree
-        table[f"specdec {label}"] = (lambda tree=tree: patch(model, predictor, tree=tree, backend=args.backend), {})
-    for tree in args.lookup_trees:
-        label = f"{tree} nodes" if isinstance(tree, int) else tree
-        merged = LookupDrafts(predictor)
-        table[f"specdec {label} + lookup"] = (lambda tree=tree: patch(model, merged, tree=tree, backend=args.backend), {})
+        table[f"specdec {label}{suffix}"] = (
+            lambda tree=tree, source=source: patch(model, source, tree=tree, backend=args.backend), {})
     return table
 
 
