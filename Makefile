@@ -37,11 +37,9 @@ test-compat: $(STAMP)
 	PYTHONPATH=$(COMPAT) $(PY) -m pytest -q tests
 
 # On a GPU machine with torch, triton and transformers already installed (no venv, no network):
-# the test suite on CUDA, the kernel microbenchmarks, the step-time ceiling of a 7B-shaped model
-# and the end-to-end benchmark of the demo model. Results land in bench/results/.
+# the test suite on CUDA, the kernel microbenchmarks, the step-time curve of a 7B-shaped model and
+# the end-to-end benchmark of the demo model, each stage time-limited (bench/gpu_check.sh).
+# Results land in bench/results/.
 GPU_PY ?= python3
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m pytest -q tests 2>&1 | tee bench/results/gpu-tests.log
-	PYTHONPATH=. $(GPU_PY) -m bench.kernels
-	PYTHONPATH=. $(GPU_PY) -m bench.e2e --step-timing --shape llama-2-7b --dtype bfloat16 --prefix 1024
-	PYTHONPATH=. $(GPU_PY) -m bench.e2e --device cuda
+	GPU_PY=$(GPU_PY) bash bench/gpu_check.sh

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GPU validation in one command (`make gpu-check`), on a machine with torch, triton and transformers
+# installed (no venv, no network). Each stage has its own time limit so one slow stage cannot eat the
+# others; the whole run is sized to stay under 8 minutes on one H100. Results land in bench/results/
+# and, when $OUT is set (the device tool's output folder), are also packed into $OUT/gpu-results.tgz.
+set -u
+PY=${GPU_PY:-python3}
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+RES=bench/results
+mkdir -p "$RES"
+workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, log its wall time and status
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  echo "== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@"
+  echo "== $name: exit $? after $((SECONDS - start)) s"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+stage tests 200 bash -c "set -o pipefail; $PY -m pytest -q $workers -p no:cacheprovider tests 2>&1 | tee $RES/gpu-tests.log"
+stage kernels 100 $PY -m bench.kernels
+stage step-timing-7b 70 $PY -m bench.e2e --step-timing --shape llama-2-7b --dtype bfloat16 --prefix 1024
+stage e2e-demo 100 $PY -m bench.e2e --device cuda --prompts 4 --repeats 2
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/gpu-results.tgz" "$RES"
+fi
