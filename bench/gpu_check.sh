@@ -8,7 +8,9 @@ PY=${GPU_PY:-python3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 RES=bench/results
 mkdir -p "$RES"
+# xdist workers with 2 threads each: 8 workers x 16 default threads oversubscribe the CPU tests badly.
 workers=$($PY -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+timeouts=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=120" || echo "")
 stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, log its wall time and status
   local name=$1 limit=$2; shift 2
   local start=$SECONDS
@@ -18,7 +20,7 @@ stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, log its wall
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
-stage tests 200 bash -c "set -o pipefail; $PY -m pytest -q $workers -p no:cacheprovider tests 2>&1 | tee $RES/gpu-tests.log"
+stage tests 240 bash -c "set -o pipefail; OMP_NUM_THREADS=2 $PY -m pytest -v --tb=short --durations=20 $workers $timeouts -p no:cacheprovider tests 2>&1 | tee $RES/gpu-tests.log"
 stage kernels 100 $PY -m bench.kernels
 stage step-timing-7b 70 $PY -m bench.e2e --step-timing --shape llama-2-7b --dtype bfloat16 --prefix 1024
 stage e2e-demo 100 $PY -m bench.e2e --device cuda --prompts 4 --repeats 2
