@@ -4,8 +4,11 @@ These are also the ``backend="torch"`` implementations used on CPU, so they are
 written to be reasonably fast, not only obviously right.
 """
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .bits import unpack_bits
 
@@ -89,7 +92,10 @@ def tree_attention(
     if kv_len != prefix_len + rows:
         raise ValueError(f"tree_attention: {kv_len} keys but prefix_len={prefix_len} + {rows} step rows")
     mask = step_visibility(rows, prefix_len, step_bits, positions, window, q.device)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q_heads != kv_heads)
+    # With a mask, CUDA's memory-efficient SDPA kernel refuses some shapes ("cutlassF: no kernel
+    # found to launch", seen on an H100 for fp32 with 1-100 keys): use the math kernel there.
+    with sdpa_kernel(SDPBackend.MATH) if q.is_cuda else contextlib.nullcontext():
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q_heads != kv_heads)
     return out.transpose(1, 2).contiguous()
 
 
