@@ -1,4 +1,4 @@
-"""The four ops of FIRP decoding, each dispatched to Triton or to its PyTorch reference.
+"""The ops of FIRP decoding, each dispatched to Triton or to its PyTorch reference.
 
 ``backend`` is ``"auto"`` (Triton for CUDA tensors, PyTorch otherwise),
 ``"torch"`` or ``"triton"`` (Triton even on CPU, where it runs interpreted when
@@ -19,6 +19,7 @@ __all__ = [
     "accept_walk",
     "check_backend",
     "lm_head_argmax",
+    "lm_head_topk",
     "num_words",
     "pack_bits",
     "project_future",
@@ -65,6 +66,12 @@ def lm_head_argmax(hidden, weight, *, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.lm_head_argmax`."""
     impl = _triton("argmax") if uses_triton(backend, hidden) else reference
     return impl.lm_head_argmax(hidden, weight)
+
+
+def lm_head_topk(hidden, weight, k: int, *, backend: str = "auto"):
+    """See :func:`specdec.kernels.reference.lm_head_topk`."""
+    impl = _triton("topk") if uses_triton(backend, hidden) else reference
+    return impl.lm_head_topk(hidden, weight, k)
 
 
 def accept_walk(ids, tokens, parents, max_depth: int, *, backend: str = "auto"):

@@ -200,20 +200,17 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _check_inputs(hidden: torch.Tensor, weight: torch.Tensor) -> None:
+def check_lm_head_inputs(op: str, hidden: torch.Tensor, weight: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``hidden [N, d]`` and ``weight [V, d]`` can run through ``op``'s kernels."""
     if hidden.dim() != 2 or weight.dim() != 2:
-        raise ValueError(
-            f"lm_head_argmax: hidden must be [N, d] and weight [V, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}"
-        )
+        raise ValueError(f"{op}: hidden must be [N, d] and weight [V, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
     if hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"lm_head_argmax: hidden width {hidden.shape[1]} != weight width {weight.shape[1]}")
+        raise ValueError(f"{op}: hidden width {hidden.shape[1]} != weight width {weight.shape[1]}")
     if weight.shape[0] == 0:
-        raise ValueError("lm_head_argmax: empty vocabulary (V = 0)")
+        raise ValueError(f"{op}: empty vocabulary (V = 0)")
     if hidden.dtype not in SUPPORTED_DTYPES or weight.dtype != hidden.dtype:
-        raise ValueError(
-            f"lm_head_argmax: hidden and weight must share one of {SUPPORTED_DTYPES}, got {hidden.dtype} and {weight.dtype}"
-        )
-    check_runnable("lm_head_argmax", hidden, weight)
+        raise ValueError(f"{op}: hidden and weight must share one of {SUPPORTED_DTYPES}, got {hidden.dtype} and {weight.dtype}")
+    check_runnable(op, hidden, weight)
 
 
 def lm_head_argmax(
@@ -238,7 +235,7 @@ def lm_head_argmax(
     Returns:
         ``(ids, max_logit)``: int64 ``[N]`` and float32 ``[N]`` (the rounded winning logit).
     """
-    _check_inputs(hidden, weight)
+    check_lm_head_inputs("lm_head_argmax", hidden, weight)
     rows, d = hidden.shape
     vocab = weight.shape[0]
     device = hidden.device

@@ -1,4 +1,4 @@
-"""PyTorch references of the four ops; the Triton host functions take the same arguments.
+"""PyTorch references of the ops; the Triton host functions take the same arguments.
 
 These are also the ``backend="torch"`` implementations used on CPU, so they are
 written to be reasonably fast, not only obviously right.
@@ -115,6 +115,36 @@ def lm_head_argmax(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Te
     logits = F.linear(hidden, weight).float()
     ids = logits.argmax(dim=-1)
     return ids, logits.gather(1, ids[:, None]).squeeze(1)
+
+
+def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` largest logits of each row and the row's log-sum-exp.
+
+    Logits are rounded to ``hidden.dtype`` (as a plain ``lm_head``), ranked in descending order
+    with ties to the lowest index, so column 0 is ``torch.argmax`` of the logits.
+
+    Args:
+        hidden: ``[N, d]`` final-normed hidden states.
+        weight: ``[V, d]`` LM head.
+        k: candidates per row, ``1 <= k <= V``.
+
+    Returns:
+        ``(ids, logits, lse)``: int64 ``[N, k]``, float32 ``[N, k]`` and float32 ``[N]``.
+    """
+    logits = F.linear(hidden, weight).float()
+    values, ids = logits.topk(k, dim=-1)
+    # topk orders equal values arbitrarily: re-rank by (value desc, index asc).
+    ids, order = ids.sort(dim=-1)
+    values = values.gather(1, order)
+    order = values.argsort(dim=-1, descending=True, stable=True)
+    ids, values = ids.gather(1, order), values.gather(1, order)
+    # Where the k-th value ties with values outside the top k, the lowest indices must win.
+    ties = (logits >= values[:, -1:]).sum(dim=1) > k
+    for row in ties.nonzero().view(-1).tolist():
+        chosen = (logits[row] >= values[row, -1]).nonzero().view(-1)  # ascending indices
+        ranked = chosen[logits[row, chosen].argsort(descending=True, stable=True)][:k]
+        ids[row], values[row] = ranked, logits[row, ranked]
+    return ids, values, torch.logsumexp(logits, dim=-1)
 
 
 def accept_walk(

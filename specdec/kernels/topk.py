@@ -1,0 +1,257 @@
+"""Triton kernels of :func:`lm_head_topk`: the top-K tokens of ``[N, d]`` rows and each row's
+log-sum-exp in one pass over the LM head, without writing logits.
+
+One step of speculative decoding needs, from the same LM head, the greedy token of every real row
+and the ranked candidates (with probabilities) of the pseudo rows that may draft the next step.
+This op serves both in one read of the ``V x d`` weight: column 0 is the greedy token.
+
+Algorithm (the :mod:`argmax <specdec.kernels.argmax>` kernel grown to top-K)
+------------------------------------------------------------------------------
+Phase 1, ``_topk_partial_kernel``, grid ``(row_blocks, splits)`` as in the argmax kernel: split
+``s`` walks its vocabulary blocks in increasing order; each block's logit tile
+``[BLOCK_ROWS, BLOCK_VOCAB]`` is computed in fp32 and rounded through ``hidden.dtype`` (the logits a
+plain ``lm_head`` produces). Per row the program keeps
+
+* an online log-sum-exp ``(m, s)``: ``m`` the running maximum, ``s = sum(exp(logit - m))``;
+* a running top-K set of ``BLOCK_K >= K`` slots (values, vocabulary indices). Slots ``>= K`` hold
+  ``+inf`` so they are never replaced. For each tile, ``K`` times: take the tile's maximum (lowest
+  column on ties), and if it is strictly greater than the set's worst entry (the smallest value,
+  the highest index among equals) replace that entry; then mask the taken column out. Blocks come
+  in increasing vocabulary order, so an equal value from a later block never displaces an earlier
+  index: ties keep the lowest indices.
+
+The split's ``K`` slots and ``(m, s)`` go to small buffers ``[N, splits, K]`` and ``[N, splits]``.
+
+Phase 2, ``_topk_reduce_kernel``: per row, ``lse = M + log(sum_s s_s * exp(m_s - M))`` over the
+splits, and the final ranking: ``K`` times, the largest value among the ``splits * K`` candidates
+with the lowest vocabulary index among equals (indices are unique across splits), which is then
+removed. Output: ids int64 ``[N, K]`` and rounded logits fp32 ``[N, K]`` in descending order (ties
+lowest index first, so column 0 equals ``torch.argmax`` of the rounded logits), and ``lse`` fp32
+``[N]``. Both phases are deterministic; NaN logits are unspecified, as in the argmax kernel.
+
+Cost: the extra work over the argmax kernel is ``K`` row reductions per tile and one ``exp`` per
+logit, on data already in registers; the op stays bound by reading the weight once at decode row
+counts. Block sizes and splits are :func:`~specdec.kernels.argmax.default_blocks` and
+:func:`~specdec.kernels.argmax.split_vocab`'s.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import argmax as _argmax
+from .argmax import NUM_STAGES, NUM_WARPS, _rounded_logits, check_lm_head_inputs, default_blocks, split_vocab
+from .launch import pick_block, row_major
+
+MAX_K = 64
+
+
+@triton.jit
+def _topk_partial_kernel(
+    hidden_ptr,
+    weight_ptr,
+    part_val_ptr,
+    part_idx_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    rows,
+    vocab,
+    d,
+    stride_hidden,
+    stride_weight,
+    blocks_per_split,
+    splits,
+    K,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_VOCAB: tl.constexpr,
+    BLOCK_HIDDEN: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Phase 1: top-``K`` (value, index) and ``(max, sum of exp)`` of one split -> ``[N, splits, K]``, ``[N, splits]``."""
+    split = tl.program_id(1)
+    offs_rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    mask_rows = offs_rows < rows
+    first_block = split * blocks_per_split
+    num_blocks = tl.minimum(blocks_per_split, tl.cdiv(vocab, BLOCK_VOCAB) - first_block)
+    slots = tl.arange(0, BLOCK_K)
+    cols = tl.arange(0, BLOCK_VOCAB)
+
+    top_val = tl.where(slots[None, :] < K, float("-inf"), float("inf")) + tl.zeros((BLOCK_ROWS, BLOCK_K), dtype=tl.float32)
+    top_idx = tl.full((BLOCK_ROWS, BLOCK_K), -1, dtype=tl.int32)
+    run_max = tl.full((BLOCK_ROWS,), float("-inf"), dtype=tl.float32)
+    run_sum = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    for block in range(0, num_blocks):
+        vocab_start = (first_block + block) * BLOCK_VOCAB
+        logits = _rounded_logits(
+            hidden_ptr,
+            weight_ptr,
+            offs_rows,
+            mask_rows,
+            vocab_start,
+            vocab,
+            d,
+            stride_hidden,
+            stride_weight,
+            BLOCK_ROWS,
+            BLOCK_VOCAB,
+            BLOCK_HIDDEN,
+        )
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), axis=1)
+        run_max = new_max
+        for _ in range(0, K):
+            cand_val, cand_col = tl.max(logits, axis=1, return_indices=True, return_indices_tie_break_left=True)
+            worst_val = tl.min(top_val, axis=1)
+            is_worst = top_val == worst_val[:, None]
+            worst_idx = tl.max(tl.where(is_worst, top_idx, -2), axis=1)
+            worst_slot = tl.min(tl.where(is_worst & (top_idx == worst_idx[:, None]), slots[None, :], BLOCK_K), axis=1)
+            replace = (slots[None, :] == worst_slot[:, None]) & (cand_val > worst_val)[:, None]
+            top_val = tl.where(replace, cand_val[:, None], top_val)
+            top_idx = tl.where(replace, (vocab_start + cand_col)[:, None], top_idx)
+            logits = tl.where(cols[None, :] == cand_col[:, None], float("-inf"), logits)
+
+    part = (offs_rows[:, None] * splits + split) * K + slots[None, :]
+    mask = mask_rows[:, None] & (slots[None, :] < K)
+    tl.store(part_val_ptr + part, top_val, mask=mask)
+    tl.store(part_idx_ptr + part, top_idx, mask=mask)
+    tl.store(part_max_ptr + offs_rows * splits + split, run_max, mask=mask_rows)
+    tl.store(part_sum_ptr + offs_rows * splits + split, run_sum, mask=mask_rows)
+
+
+@triton.jit
+def _topk_reduce_kernel(
+    part_val_ptr,
+    part_idx_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    ids_ptr,
+    val_ptr,
+    lse_ptr,
+    rows,
+    splits,
+    K,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_SPLITS: tl.constexpr,
+    BLOCK_CANDS: tl.constexpr,
+):
+    """Phase 2: per row, the ``K`` best of ``splits * K`` candidates in rank order, and the log-sum-exp."""
+    offs_rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    mask_rows = offs_rows < rows
+    offs_splits = tl.arange(0, BLOCK_SPLITS)
+    mask_splits = mask_rows[:, None] & (offs_splits < splits)[None, :]
+    stats = offs_rows[:, None] * splits + offs_splits[None, :]
+    part_max = tl.load(part_max_ptr + stats, mask=mask_splits, other=float("-inf"))
+    part_sum = tl.load(part_sum_ptr + stats, mask=mask_splits, other=0.0)
+    top = tl.max(part_max, axis=1)
+    total = tl.sum(tl.where(mask_splits, part_sum * tl.exp(part_max - top[:, None]), 0.0), axis=1)
+    tl.store(lse_ptr + offs_rows, top + tl.log(total), mask=mask_rows)
+
+    offs_cands = tl.arange(0, BLOCK_CANDS)
+    mask_cands = mask_rows[:, None] & (offs_cands < splits * K)[None, :]
+    cands = offs_rows[:, None] * (splits * K) + offs_cands[None, :]
+    vals = tl.load(part_val_ptr + cands, mask=mask_cands, other=float("-inf"))
+    idx = tl.load(part_idx_ptr + cands, mask=mask_cands, other=-1)
+    big = 2147483647
+    for rank in range(0, K):
+        best = tl.max(vals, axis=1)
+        best_idx = tl.min(tl.where((vals == best[:, None]) & (idx >= 0), idx, big), axis=1)
+        tl.store(ids_ptr + offs_rows * K + rank, best_idx.to(tl.int64), mask=mask_rows)
+        tl.store(val_ptr + offs_rows * K + rank, best, mask=mask_rows)
+        vals = tl.where(idx == best_idx[:, None], float("-inf"), vals)
+        idx = tl.where(idx == best_idx[:, None], -1, idx)
+
+
+def lm_head_topk(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    k: int,
+    *,
+    block_rows: int | None = None,
+    block_vocab: int | None = None,
+    block_hidden: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` largest logits of each row and the row's log-sum-exp, without materialising logits.
+
+    Logits are accumulated in fp32 and rounded to ``hidden.dtype`` (as a plain ``lm_head`` in that
+    dtype), ranked in descending order with ties to the lowest index.
+
+    Args:
+        hidden: ``[N, d]`` fp32/fp16/bf16 final-normed hidden states, any strides.
+        weight: ``[V, d]`` LM head of the same dtype.
+        k: candidates per row, ``1 <= k <= min(V, MAX_K)``.
+        block_rows, block_vocab, block_hidden: tile sizes (powers of two >= 16); None picks
+            :func:`~specdec.kernels.argmax.default_blocks`.
+
+    Returns:
+        ``(ids, logits, lse)``: int64 ``[N, k]``, float32 ``[N, k]`` (rounded logits) and float32
+        ``[N]`` (log-sum-exp of the row's rounded logits); ``logits - lse[:, None]`` are log-probabilities.
+    """
+    check_lm_head_inputs("lm_head_topk", hidden, weight)
+    rows, d = hidden.shape
+    vocab = weight.shape[0]
+    check_top_k(k, vocab)
+    device = hidden.device
+    ids = _argmax._empty((rows, k), torch.int64, device)
+    values = _argmax._empty((rows, k), torch.float32, device)
+    lse = _argmax._empty((rows,), torch.float32, device)
+    if rows == 0:
+        return ids, values, lse
+    defaults = default_blocks(rows, d, hidden.dtype, device)
+    block_rows = pick_block("block_rows", block_rows, defaults[0])
+    block_vocab = pick_block("block_vocab", block_vocab, defaults[1])
+    block_hidden = pick_block("block_hidden", block_hidden, defaults[2])
+    hidden, weight = row_major(hidden), row_major(weight)
+
+    row_blocks = triton.cdiv(rows, block_rows)
+    blocks_per_split, splits = split_vocab(triton.cdiv(vocab, block_vocab), row_blocks, device)
+    part_val = _argmax._empty((rows, splits, k), torch.float32, device)
+    part_idx = _argmax._empty((rows, splits, k), torch.int32, device)
+    part_max = _argmax._empty((rows, splits), torch.float32, device)
+    part_sum = _argmax._empty((rows, splits), torch.float32, device)
+    _topk_partial_kernel[(row_blocks, splits)](
+        hidden,
+        weight,
+        part_val,
+        part_idx,
+        part_max,
+        part_sum,
+        rows,
+        vocab,
+        d,
+        hidden.stride(0),
+        weight.stride(0),
+        blocks_per_split,
+        splits,
+        k,
+        BLOCK_ROWS=block_rows,
+        BLOCK_VOCAB=block_vocab,
+        BLOCK_HIDDEN=block_hidden,
+        BLOCK_K=triton.next_power_of_2(k),
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
+    )
+    block_splits = triton.next_power_of_2(splits)
+    block_cands = triton.next_power_of_2(splits * k)
+    reduce_rows = min(triton.next_power_of_2(rows), max(1, 4096 // block_cands))  # tiles of <= 4096 values
+    _topk_reduce_kernel[(triton.cdiv(rows, reduce_rows),)](
+        part_val,
+        part_idx,
+        part_max,
+        part_sum,
+        ids,
+        values,
+        lse,
+        rows,
+        splits,
+        k,
+        BLOCK_ROWS=reduce_rows,
+        BLOCK_SPLITS=block_splits,
+        BLOCK_CANDS=block_cands,
+    )
+    return ids, values, lse
+
+
+def check_top_k(k: int, vocab: int) -> None:
+    """Raise ``ValueError`` unless ``1 <= k <= min(vocab, MAX_K)``."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(vocab, MAX_K):
+        raise ValueError(f"lm_head_topk: k must be an int in [1, {min(vocab, MAX_K)}] (vocabulary {vocab}), got {k!r}")
