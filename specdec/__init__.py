@@ -9,7 +9,7 @@
 """
 
 from .demo import load_demo
-from .drafts import DraftContext, DraftSource, FIRPDrafts, ForcedDrafts, LookupDrafts
+from .drafts import Candidates, DraftContext, DraftSource, FIRPDrafts, ForcedDrafts, LookupDrafts
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .stats import DecodeStats
@@ -20,6 +20,7 @@ from .tree import TREE_NAMES, TreeShape
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidates",
     "SUPPORTED_MODEL_TYPES",
     "TREE_NAMES",
     "DecodeStats",

@@ -60,5 +60,9 @@ class TreeKVCache:
                 values[:, :, prefix_len : prefix_len + kept] = values.index_select(2, index)
             self.lengths[layer] = prefix_len + kept
 
+    def truncate(self, length: int) -> None:
+        """Drop every row past ``length`` in every layer (nothing moves)."""
+        self.lengths = [min(n, length) for n in self.lengths]
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.lengths[layer_idx]

@@ -1,9 +1,10 @@
 """The speculative decoding loop (batch size 1): prefill, one step, and the loop.
 
-Each step runs the model's own decoder layers once over the root, the draft
-nodes and (after the transfer layer) the source's pseudo rows, verifies the
-tree greedily, keeps the accepted rows in the cache, and asks the source for the
-next tree. See ``docs/firp.md`` of the project for the algorithm.
+Each step runs the model's own decoder layers once over the root, the draft nodes and (after the
+transfer layer) the pseudo rows of the rows the planner chose, verifies the tree greedily
+(:mod:`specdec.verification`), keeps the accepted rows in the cache, and asks the source for the
+next candidates and the planner for the next tree. See ``docs/firp.md`` of the project for the
+algorithm.
 """
 
 import inspect
@@ -12,15 +13,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import LogitsProcessorList
 
 from . import kernels
 from .attention import STEP_KWARG, StepAttention
 from .cache import TreeKVCache
-from .drafts import DraftContext, DraftSource
-from .greedy_rules import StopChecker, active_processors, processed_argmax
+from .drafts import Candidates, DraftContext, DraftSource
+from .greedy_rules import StopChecker
+from .planner import LayoutCache
 from .stats import DecodeStats
-from .tree import StepLayout, TreeShape
+from .tree import StepLayout
+from .verification import verify_greedy
+
+CACHE_SLACK = 64  # cache rows beyond max_length at the start (the cache grows when a step needs more)
 
 
 @dataclass(frozen=True)
@@ -86,78 +90,86 @@ def forward_step(
     hidden = parts.embed(torch.cat([root, nodes]))[None]
     rotary = parts.rotary(hidden, positions[None])
     num_layers = len(parts.layers)
-    split = source.layer + 1 if layout.pseudo_per_row else num_layers
+    split = source.layer + 1 if layout.num_pseudo else num_layers
     real_step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
     real_rotary = tuple(part[:, :real] for part in rotary)
     hidden = parts.run_layers(hidden, 0, split, cache, real_rotary, positions[:real], real_step)
-    if layout.pseudo_per_row:
+    if layout.num_pseudo:
         rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
         rows[:, :real] = hidden
-        source.inject(hidden[0], rows[0, real:])
+        owners = hidden[0] if layout.owner_rows is None else hidden[0].index_select(0, layout.owner_rows)
+        source.inject(owners, rows[0, real:])
         full_step = StepAttention(prefix_len, layout.full_bits, positions, backend)
         hidden = parts.run_layers(rows, split, num_layers, cache, rotary, positions, full_step)
     return parts.norm(hidden[0])
 
 
-def greedy_ids(parts, hidden_real, layout, tokens, nodes, processors, backend) -> torch.Tensor:
-    """Greedy token ``[R]`` of every real row, after the logits processors still active."""
-    active = active_processors(processors, len(tokens))
-    if not active:
-        return kernels.lm_head_argmax(hidden_real, parts.lm_head, backend=backend)[0]
-    node_tokens = nodes.tolist()
-    contexts = [
-        tokens + [node_tokens[row - 1] for row in layout.shape.ancestors(r)[1:]] for r in range(layout.num_real)
-    ]
-    return processed_argmax(hidden_real, parts.lm_head, LogitsProcessorList(active), contexts)
+def chain_step_seconds(parts, source, cache, layouts: LayoutCache, root, prefix_len: int, rows: int, backend: str) -> float:
+    """Wall time of one step over a chain of ``rows`` real rows (no pseudo rows) on the live cache.
+
+    What the step writes past ``prefix_len`` is dropped again, so the cache is left as it was.
+    """
+    layout = layouts.get(tuple(range(rows - 1)), ())
+    nodes = root.repeat(rows - 1)
+    sync = torch.cuda.synchronize if root.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    hidden = forward_step(parts, source, layout, cache, root, nodes, prefix_len, backend)
+    greedy = kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0]
+    path, count = kernels.accept_walk(greedy, nodes, layout.node_parents, layout.depth, backend=backend)
+    torch.cat([count.view(1), greedy[path.clamp(min=0)], path]).tolist()
+    seconds = time.perf_counter() - start
+    cache.truncate(prefix_len)
+    return seconds
 
 
 def speculative_generate(
     parts: ModelParts,
     source: DraftSource,
-    shape: TreeShape,
+    planner,
     input_ids: torch.Tensor,
     stop: StopChecker,
     processors,
     backend: str,
     streamer=None,
 ) -> tuple[torch.Tensor, DecodeStats]:
-    """Greedy decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees of ``shape``.
+    """Greedy decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
 
-    Returns the sequence ``[1, P + new]`` (int64, on ``input_ids.device``), cut
-    exactly where plain greedy decoding stops, and the statistics of the run.
+    ``planner`` is a :class:`~specdec.planner.StaticPlanner` or :class:`~specdec.planner.AutoPlanner`.
+    Returns the sequence ``[1, P + new]`` (int64, on ``input_ids.device``), cut exactly where plain
+    greedy decoding stops, and the statistics of the run.
     """
     start_time = time.perf_counter()
-    device = input_ids.device
     prompt_len = input_ids.shape[1]
-    pseudo = source.k if source.layer is not None else 0
-    first = StepLayout.build(TreeShape(()), pseudo, device)
-    drafted = StepLayout.build(shape, pseudo, device)
-    cache = TreeKVCache(len(parts.layers), stop.max_length + drafted.num_rows)
-    sequence = input_ids.new_empty(1, stop.max_length + shape.depth + 1)
+    cache = TreeKVCache(len(parts.layers), stop.max_length + CACHE_SLACK)
+    sequence = input_ids.new_empty(1, stop.max_length + planner.max_depth + 1)
     sequence[:, :prompt_len] = input_ids
-    tokens = input_ids[0].tolist()
+    context = DraftContext(input_ids[0].tolist())
     length = prompt_len
+    root = input_ids[0, -1:]
 
     prefill(parts, cache, input_ids[0, :-1], backend)
-    layout, root, nodes = first, input_ids[0, -1:], input_ids.new_empty(0)
-    steps, accepted = 0, []
+    if planner.needs_calibration:
+        planner.cost.calibrate(
+            lambda rows: chain_step_seconds(parts, source, cache, planner.layouts, root, length - 1, rows, backend)
+        )
+    plan = planner.plan(source.propose(context, Candidates()))
+    per_step = []  # (draft nodes, rows, accepted) of every step
+    last = None  # (plan, start time, emitted) of the previous step
     while True:
+        now = time.perf_counter()
+        if last is not None:
+            planner.observe_seconds(last[0], now - last[1], last[2])
         prefix_len = length - 1  # committed tokens in the cache: all but the root
-        hidden = forward_step(parts, source, layout, cache, root, nodes, prefix_len, backend)
-        real = layout.num_real
-        ids = greedy_ids(parts, hidden[:real], layout, tokens, nodes, processors, backend)
-        path, count = kernels.accept_walk(ids, nodes, layout.parents, layout.shape.depth, backend=backend)
-        emitted = ids[path.clamp(min=0)]
-        host = torch.cat([count.view(1), emitted, path]).tolist()  # the step's one host round trip
-        n_accepted, new_tokens = host[0], host[1 : host[0] + 2]
-        kept_rows = host[len(emitted) + 1 : len(emitted) + n_accepted + 2]
-        steps += 1
-        if layout is drafted:
-            accepted.append(n_accepted)
-        sequence[0, length : length + n_accepted + 1] = emitted[: n_accepted + 1]
+        hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
+        verdict = verify_greedy(parts.lm_head, hidden, plan, planner.top_k, processors, context.tokens, backend)
+        accepted = len(verdict.tokens) - 1
+        per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
+        planner.observe(plan, verdict.path)
+        sequence[0, length : length + accepted + 1] = verdict.emitted[: accepted + 1]
         finished = False
-        for token in new_tokens:
-            tokens.append(token)
+        for token in verdict.tokens:
+            context.tokens.append(token)
             length += 1
             if streamer is not None:
                 streamer.put(torch.tensor([token]))
@@ -166,19 +178,19 @@ def speculative_generate(
                 break
         if finished:
             break
-        cache.compact(prefix_len, path[: n_accepted + 1], in_place=kept_rows == list(range(n_accepted + 1)))
-        root = emitted[n_accepted : n_accepted + 1]
-        last = path[n_accepted : n_accepted + 1]
-        pseudo_hidden = hidden[real:].view(real, pseudo, -1).index_select(0, last)[0] if pseudo else None
-        candidates = source.candidates(DraftContext(tokens, pseudo_hidden, parts.lm_head, shape.num_candidates))
-        layout, nodes = drafted, drafted.node_tokens(candidates)
+        cache.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
+        root = verdict.emitted[accepted : accepted + 1]
+        last = (plan, now, accepted + 1)
+        plan = planner.plan(source.propose(context, verdict.ranked))
 
+    nodes, rows, accepted = zip(*per_step)
     stats = DecodeStats(
-        steps=steps,
+        steps=len(per_step),
         new_tokens=length - prompt_len,
-        tree_nodes=shape.num_nodes,
         k=source.k,
-        accepted=tuple(accepted),
+        nodes=nodes,
+        rows=rows,
+        accepted=accepted,
         seconds=time.perf_counter() - start_time,
     )
     return sequence[:, :length], stats

@@ -11,16 +11,19 @@ the loop does not cover run the original ``generate`` after a one-time warning.
 
 import types
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 from transformers.generation import GenerationMode
 
 from .attention import wrapped_name
+from .cost import StepCost
 from .decoding import ModelParts, speculative_generate
-from .drafts import DraftSource, FIRPDrafts
+from .drafts import DraftSource, LookupDrafts
 from .greedy_rules import StopChecker, unsupported_processor
 from .kernels import check_backend
+from .planner import AutoPlanner, DraftingMemory, LayoutCache, StaticPlanner
 from .predictor import FuturePredictor
 from .stats import DecodeStats
 from .tree import TreeShape
@@ -33,27 +36,49 @@ PASSIVE_MODEL_KWARGS = ("attention_mask", "position_ids", "use_cache", "logits_t
 
 @dataclass
 class PatchState:
+    """A patched model's settings. ``shape`` is None for ``tree="auto"``; ``owner`` is the object
+    passed to :func:`patch` (what ``tree="auto"`` keeps its statistics under)."""
+
     source: DraftSource
-    shape: TreeShape
+    shape: TreeShape | None
     backend: str
     original_attn: str
     parts: ModelParts
+    owner: object
     last_stats: DecodeStats | None = None
     warned: set = field(default_factory=set)
+
+
+@dataclass
+class Tuning:
+    """What ``tree="auto"`` learns about a model, kept across ``generate`` and ``patch`` calls:
+    step-cost curves per (device, dtype), layout caches per (device, k), and a
+    :class:`~specdec.planner.DraftingMemory` per draft source."""
+
+    costs: dict = field(default_factory=dict)
+    layouts: dict = field(default_factory=dict)
+    memories: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+
+
+_TUNING: "weakref.WeakKeyDictionary[object, Tuning]" = weakref.WeakKeyDictionary()
 
 
 class _Unsupported(Exception):
     """Raised inside ``generate`` before any work when the request needs the original decoding."""
 
 
-def patch(model, predictor: "FuturePredictor | DraftSource", tree="default", backend: str = "auto"):
-    """Make ``model.generate`` decode greedily with FIRP drafts; returns ``model``.
+def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backend: str = "auto"):
+    """Make ``model.generate`` decode greedily with speculative drafts; returns ``model``.
 
     Args:
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
-        predictor: a :class:`FuturePredictor` for this model, or any :class:`DraftSource`.
-        tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count ``N``
-            (the ``N`` most likely paths) or a list of paths.
+        predictor: a :class:`FuturePredictor` for this model (drafts from FIRP merged with n-gram
+            lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
+            ``FIRPDrafts(predictor)`` for FIRP alone).
+        tree: ``"auto"`` (each step's tree chosen for the most tokens per second from acceptance
+            statistics and this device's measured step cost; see :mod:`specdec.planner`), or a
+            static tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count
+            ``N`` (the ``N`` most likely paths) or a list of paths.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.
@@ -62,14 +87,16 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="default", bac
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"model type {model_type!r} is not supported; supported types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     if isinstance(predictor, FuturePredictor):
-        source = FIRPDrafts(predictor, backend)
+        source = LookupDrafts(predictor)
     elif isinstance(predictor, DraftSource):
         source = predictor
     else:
         raise TypeError(f"predictor must be a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
     source.check_model(model)
-    shape = TreeShape.resolve(tree, source.k)
-    if shape.num_candidates > model.config.vocab_size:
+    shape = None if isinstance(tree, str) and tree == "auto" else TreeShape.resolve(tree, source.k)
+    if shape is not None and shape.num_nodes and not source.k:
+        raise ValueError("static trees draft from pseudo rows, and this source injects none: use tree='auto'")
+    if shape is not None and shape.num_candidates > model.config.vocab_size:
         raise ValueError(f"tree uses rank {shape.num_candidates - 1} but the vocabulary has {model.config.vocab_size} tokens")
     check_backend(backend)
     current = getattr(model, STATE_ATTR, None)
@@ -82,7 +109,7 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="default", bac
         model.set_attn_implementation(name)
         if model.config._attn_implementation != name:
             raise RuntimeError(f"transformers refused attn_implementation={name!r} for {type(model).__name__}")
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, original, parts))
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, original, parts, predictor))
     model.generate = types.MethodType(_patched_generate, model)
     return model
 
@@ -137,12 +164,27 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
         specdec_streamer.put(input_ids.cpu())
     stop = StopChecker(stopping_criteria, generation_config.max_length)
     sequence, run_stats = speculative_generate(
-        state.parts, state.source, state.shape, input_ids, stop, logits_processor, state.backend, specdec_streamer
+        state.parts, state.source, _planner(model, state), input_ids, stop, logits_processor, state.backend, specdec_streamer
     )
     if specdec_streamer is not None:
         specdec_streamer.end()
     state.last_stats = run_stats
     return sequence
+
+
+def _planner(model, state: PatchState) -> "AutoPlanner | StaticPlanner":
+    """The planner of one ``generate`` call, with what earlier calls learned for ``tree="auto"``."""
+    param = model.get_input_embeddings().weight
+    source = state.source
+    if state.shape is not None:
+        return StaticPlanner(state.shape, source.k, param.device)
+    tuning = _TUNING.setdefault(model, Tuning())
+    cost = tuning.costs.setdefault((param.device, param.dtype), StepCost())
+    layouts = tuning.layouts.setdefault((param.device, source.k), LayoutCache(source.k, param.device))
+    memory = tuning.memories.setdefault(state.owner, DraftingMemory())
+    num_layers = len(state.parts.layers)
+    fraction = (num_layers - source.layer - 1) / num_layers if source.layer is not None else 0.0
+    return AutoPlanner(source.k, fraction, max(source.k, source.chain_depth), memory, cost, layouts)
 
 
 def unsupported_request(input_ids, logits_processor, generation_config, model_kwargs) -> str | None:

@@ -8,19 +8,21 @@ class DecodeStats:
     """What the last patched ``generate`` call did.
 
     Attributes:
-        steps: forward passes that emitted tokens (the first one, on the last prompt
-            token, has no drafts).
+        steps: forward passes that emitted tokens (prefill excluded).
         new_tokens: tokens emitted, after cutting at the stop.
-        tree_nodes: draft nodes per step; k: draft depth of the source.
-        accepted: accepted drafts of every drafted step (all steps but the first).
-        seconds: wall time of the decoding loop (prefill included).
+        k: pseudo rows per carrying row (the FIRP depth) of the source.
+        nodes: draft nodes of every step.
+        rows: rows of every step (root, nodes and pseudo rows).
+        accepted: accepted drafts of every step.
+        seconds: wall time of the decoding loop (prefill and any first-use calibration included).
         fallback: why the original ``generate`` ran instead, or None.
     """
 
     steps: int = 0
     new_tokens: int = 0
-    tree_nodes: int = 0
     k: int = 0
+    nodes: tuple[int, ...] = field(default_factory=tuple)
+    rows: tuple[int, ...] = field(default_factory=tuple)
     accepted: tuple[int, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     fallback: str | None = None
@@ -31,11 +33,23 @@ class DecodeStats:
         return self.new_tokens / self.steps if self.steps else 0.0
 
     @property
+    def tree_nodes(self) -> float:
+        """Mean draft nodes per step."""
+        return sum(self.nodes) / len(self.nodes) if self.nodes else 0.0
+
+    @property
+    def mean_rows(self) -> float:
+        """Mean rows per step."""
+        return sum(self.rows) / len(self.rows) if self.rows else 0.0
+
+    @property
     def acceptance(self) -> tuple[float, ...]:
-        """Per depth ``d = 1..k``: the fraction of drafted steps that accepted at least ``d`` drafts."""
-        if not self.accepted:
-            return tuple(0.0 for _ in range(self.k))
-        return tuple(sum(a >= d for a in self.accepted) / len(self.accepted) for d in range(1, self.k + 1))
+        """Per depth ``d = 1, 2, ...``: the fraction of steps with drafts that accepted at least ``d``."""
+        drafted = [a for a, n in zip(self.accepted, self.nodes) if n]
+        deepest = max(max(drafted, default=0), self.k)
+        if not drafted:
+            return tuple(0.0 for _ in range(deepest))
+        return tuple(sum(a >= d for a in drafted) / len(drafted) for d in range(1, deepest + 1))
 
     @property
     def tokens_per_second(self) -> float:
@@ -47,6 +61,6 @@ class DecodeStats:
         per_depth = ", ".join(f"{a:.2f}" for a in self.acceptance)
         return (
             f"DecodeStats(steps={self.steps}, new_tokens={self.new_tokens}, tau={self.tau:.2f}, "
-            f"tree_nodes={self.tree_nodes}, k={self.k}, acceptance by depth=[{per_depth}], "
-            f"{self.tokens_per_second:.1f} tok/s)"
+            f"nodes/step={self.tree_nodes:.1f}, rows/step={self.mean_rows:.1f}, k={self.k}, "
+            f"acceptance by depth=[{per_depth}], {self.tokens_per_second:.1f} tok/s)"
         )

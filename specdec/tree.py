@@ -15,7 +15,7 @@ from functools import cached_property
 
 import torch
 
-from .kernels import pack_bits
+from .kernels import num_words
 
 # Prior probability that the rank-r candidate is the accepted one; only its
 # ordering and decay shape the named trees (each factor < 1 keeps them prefix-closed).
@@ -128,67 +128,107 @@ def _validate_paths(spec, k: int) -> tuple[tuple[int, ...], ...]:
 
 @dataclass(frozen=True)
 class StepLayout:
-    """Device tensors describing one step's rows, built once per shape.
+    """One step's rows as device tensors for the kernels, built once per tree structure.
+
+    Rows: 0 the root, ``1..M`` the draft nodes (each after its parent), then ``k`` pseudo rows for
+    each real row in ``owners``, in that order: pseudo row ``P[owners[b], i]`` (``i = 1..k``) is row
+    ``R + b * k + i - 1`` (``R = M + 1``).
 
     Attributes:
-        shape: the draft tree (possibly empty: the first step has no drafts).
-        pseudo_per_row: pseudo rows injected per real row (``k``, or 0 without injection).
-        parents: int64 ``[M]`` parent row of every node.
-        node_depths, node_ranks: int64 ``[M]`` depth (1-based) and candidate rank of every node.
+        parents: host, parent row of every node (0 = the root).
+        owners: host, the real rows that carry pseudo rows, in block order.
+        pseudo_per_row: ``k``, pseudo rows per owner (0 when the source injects none).
+        depth: host, the tree's depth (longest root-to-node path).
+        node_parents: int64 ``[M]`` ``parents`` on the device.
         offsets: int64 ``[S]`` position of every row relative to the root.
         real_bits: int32 ``[R, W]`` visibility among real rows (layers up to the transfer layer).
         full_bits: int32 ``[S, W']`` visibility among all rows (later layers).
+        owner_rows: int64 ``[B]`` ``owners`` on the device, or None when every real row is one, in order.
+        pseudo_slot: int64 ``[R]`` block of each real row's pseudo rows, -1 for none.
     """
 
-    shape: TreeShape
+    parents: tuple[int, ...]
+    owners: tuple[int, ...]
     pseudo_per_row: int
-    parents: torch.Tensor
-    node_depths: torch.Tensor
-    node_ranks: torch.Tensor
+    depth: int
+    node_parents: torch.Tensor
     offsets: torch.Tensor
     real_bits: torch.Tensor
     full_bits: torch.Tensor
+    owner_rows: torch.Tensor | None
+    pseudo_slot: torch.Tensor
 
     @property
     def num_real(self) -> int:
-        return self.shape.num_nodes + 1
+        return len(self.parents) + 1
+
+    @property
+    def num_pseudo(self) -> int:
+        return len(self.owners) * self.pseudo_per_row
 
     @property
     def num_rows(self) -> int:
-        return self.num_real * (1 + self.pseudo_per_row)
+        return self.num_real + self.num_pseudo
+
+    def ancestors(self, row: int) -> list[int]:
+        """Real rows on the path from the root to ``row``, both included, root first."""
+        chain = [row]
+        while row != 0:
+            row = self.parents[row - 1]
+            chain.append(row)
+        return chain[::-1]
 
     @classmethod
     def build(cls, shape: TreeShape, pseudo_per_row: int, device: torch.device) -> "StepLayout":
-        real = shape.num_nodes + 1
-        k = pseudo_per_row
-        rows = real * (1 + k)
-        visible = torch.zeros(rows, rows, dtype=torch.bool)
-        offsets = torch.zeros(rows, dtype=torch.int64)
-        for r in range(real):
-            line = shape.ancestors(r)
-            depth = len(line) - 1
-            visible[r, line] = True
-            offsets[r] = depth
-            for i in range(1, k + 1):
-                p = real + r * k + i - 1
-                visible[p, line] = True
-                visible[p, real + r * k : p + 1] = True
-                offsets[p] = depth + i
+        """The layout of a static ``shape`` with ``pseudo_per_row`` pseudo rows on every real row."""
+        owners = tuple(range(shape.num_nodes + 1)) if pseudo_per_row else ()
+        return cls.of(shape.parents, owners, pseudo_per_row, device)
+
+    @classmethod
+    def of(cls, parents: Sequence[int], owners: Sequence[int], pseudo_per_row: int, device: torch.device) -> "StepLayout":
+        """The layout of a tree given by ``parents`` (each < its own row) with pseudo rows on ``owners``."""
+        parents, owners, k = tuple(parents), tuple(owners), pseudo_per_row if owners else 0
+        real = len(parents) + 1
+        seen = [1]  # bit r of seen[row]: row sees real row r
+        depths = [0]
+        for row, parent in enumerate(parents, start=1):
+            if not 0 <= parent < row:
+                raise ValueError(f"node row {row} has parent {parent}: parents must come before their children")
+            seen.append(seen[parent] | (1 << row))
+            depths.append(depths[parent] + 1)
+        full, offsets = list(seen), list(depths)
+        slot = [-1] * real
+        for block, owner in enumerate(owners):
+            slot[owner] = block
+            base = real + block * k
+            for i in range(k):
+                full.append(seen[owner] | (((2 << i) - 1) << base))  # the owner's line, P[owner, 1..i+1]
+                offsets.append(depths[owner] + i + 1)
 
         def tensor(values):
             return torch.tensor(values, dtype=torch.int64, device=device)
 
+        every_row = owners == tuple(range(real))
         return cls(
-            shape=shape,
+            parents=parents,
+            owners=owners,
             pseudo_per_row=k,
-            parents=tensor(shape.parents),
-            node_depths=tensor([len(p) for p in shape.paths]),
-            node_ranks=tensor([p[-1] for p in shape.paths]),
-            offsets=offsets.to(device),
-            real_bits=pack_bits(visible[:real, :real]).to(device),
-            full_bits=pack_bits(visible).to(device),
+            depth=max(depths),
+            node_parents=tensor(parents),
+            offsets=tensor(offsets),
+            real_bits=_packed(seen, real, device),
+            full_bits=_packed(full, len(full), device),
+            owner_rows=None if every_row else tensor(owners),
+            pseudo_slot=tensor(slot),
         )
 
-    def node_tokens(self, candidates: torch.Tensor) -> torch.Tensor:
-        """Draft tokens ``[M]`` of the nodes from per-depth candidates ``[k, K]`` (K >= num_candidates)."""
-        return candidates[self.node_depths - 1, self.node_ranks]
+
+def _packed(masks: list[int], columns: int, device: torch.device) -> torch.Tensor:
+    """Rows given as Python int bitmasks -> int32 words ``[len(masks), num_words(columns)]`` (see ``pack_bits``)."""
+    words = num_words(columns)
+    values = []
+    for mask in masks:
+        for w in range(words):
+            word = (mask >> (32 * w)) & 0xFFFFFFFF
+            values.append(word - (1 << 32) if word >= 1 << 31 else word)
+    return torch.tensor(values, dtype=torch.int32, device=device).view(len(masks), words)

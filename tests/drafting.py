@@ -2,7 +2,7 @@
 
 import torch
 
-from specdec import DraftContext, FIRPDrafts, ForcedDrafts, FuturePredictor
+from specdec import Candidates, DraftContext, FIRPDrafts, ForcedDrafts, FuturePredictor
 
 
 def perturbed_predictor(model, layer: int, k: int, seed: int = 0) -> FuturePredictor:
@@ -30,14 +30,15 @@ class ScrambledDrafts(ForcedDrafts):
     def prepared(self, model, backend):
         return ScrambledDrafts(self.inner.prepared(model, backend), self.sequence, self.vocab_size, self.seed, self.miss_rate)
 
-    def candidates(self, context: DraftContext) -> torch.Tensor:
-        cands = super().candidates(context).cpu()
+    def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
+        cands = super().propose(context, ranked)
         n = len(context.tokens)
-        for depth in range(self.k):
-            if n + depth < len(self.sequence) and torch.rand((), generator=self.gen) >= self.miss_rate:
-                rank = int(torch.randint(0, cands.shape[1], (), generator=self.gen))
-                cands[depth, rank] = self.sequence[n + depth]
-        return cands.to(context.lm_head.device)
+        for depth, row in enumerate(cands.ranked, start=1):
+            if torch.rand((), generator=self.gen) >= self.miss_rate:
+                rank = int(torch.randint(0, len(row), (), generator=self.gen))
+                row[rank] = self.truth(n, depth)
+                cands.logp[depth - 1][rank] = -0.1
+        return cands
 
 
 def forced(predictor, sequence, vocab_size, correct=True) -> ForcedDrafts:

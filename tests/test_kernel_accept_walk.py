@@ -103,10 +103,10 @@ def test_wide_trees_pick_the_lowest_matching_child(width):
 def test_named_shapes_walk_every_length(name, k):
     shape = TreeShape.resolve(name, k)
     layout = StepLayout.build(shape, k, DEVICE)
-    parents = layout.parents.tolist()
+    parents = list(layout.parents)
     nodes = shape.num_nodes
     tokens = [100 + 3 * m for m in range(nodes)]  # distinct, so the rigged walk is the only one
-    depths = [0] + layout.node_depths.tolist()
+    depths = [len(layout.ancestors(row)) - 1 for row in range(nodes + 1)]
     for length in range(shape.depth + 1):
         target = max(row for row in range(nodes + 1) if depths[row] == length)  # lower siblings exist
         ids = rigged_ids(tokens, parents, target, vocab=100 + 3 * nodes)

@@ -43,7 +43,7 @@ def test_patch_twice_is_harmless_and_replaces_settings(model, predictor):
     before = model.generate(ids, max_new_tokens=20, do_sample=False)
     assert specdec.patch(specdec.patch(model, predictor), predictor, tree="chain") is model
     assert torch.equal(model.generate(ids, max_new_tokens=20, do_sample=False), before)
-    assert specdec.stats(model).tree_nodes == 3
+    assert max(specdec.stats(model).nodes) == 3
     specdec.unpatch(model)
     assert snapshot(model) == ("sdpa", False, False)
 
@@ -191,7 +191,7 @@ def test_refusal_keeps_an_existing_patch(model, predictor):
     assert specdec.is_patched(model) and specdec.stats(model) is None
     ids = prompt(model, 4, seed=1)
     model.generate(ids, max_new_tokens=5, do_sample=False)
-    assert specdec.stats(model).tree_nodes == 3
+    assert max(specdec.stats(model).nodes) == 3
 
 
 def test_stats_of_unpatched_model_raises(model):

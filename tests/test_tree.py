@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from specdec.kernels import pack_bits, unpack_bits
+from specdec.drafts import Candidates
+from specdec.planner import StaticPlanner
 from specdec.tree import StepLayout, TreeShape, best_paths, parse_tree_arg
 
 
@@ -48,8 +50,8 @@ def test_layout_of_a_small_tree_by_hand():
     shape = TreeShape.resolve([[0], [1], [0, 0]], 2)
     layout = StepLayout.build(shape, 2, torch.device("cpu"))
     assert layout.num_real == 4 and layout.num_rows == 12
-    assert layout.parents.tolist() == [0, 0, 1]
-    assert layout.node_depths.tolist() == [1, 1, 2] and layout.node_ranks.tolist() == [0, 1, 0]
+    assert layout.parents == (0, 0, 1)
+    assert [len(layout.ancestors(row)) - 1 for row in (1, 2, 3)] == [1, 1, 2] and layout.depth == 2
     # Real rows 0..3 at depths 0,1,1,2; pseudo P[r,i] at depth(r)+i, rows 4 + 2r + (i-1).
     assert layout.offsets.tolist() == [0, 1, 1, 2, 1, 2, 2, 3, 2, 3, 3, 4]
     real = unpack_bits(layout.real_bits, 4).int().tolist()
@@ -62,11 +64,26 @@ def test_layout_of_a_small_tree_by_hand():
     assert full[4].nonzero().view(-1).tolist() == [0, 4]
 
 
-def test_node_tokens_come_from_depth_and_rank():
+def test_static_plan_takes_node_tokens_by_depth_and_rank():
     shape = TreeShape.resolve([[0], [1], [0, 0], [0, 1]], 2)
-    layout = StepLayout.build(shape, 2, torch.device("cpu"))
-    candidates = torch.tensor([[10, 11], [20, 21]])
-    assert layout.node_tokens(candidates).tolist() == [10, 11, 20, 21]
+    planner = StaticPlanner(shape, 2, torch.device("cpu"))
+    plan = planner.plan(Candidates([[10, 11], [20, 21]], [[0.0, 0.0]] * 2))
+    assert plan.tokens == [10, 11, 20, 21] and plan.nodes.tolist() == [10, 11, 20, 21]
+    assert planner.plan(Candidates()).tokens == []  # no ranking yet: the root alone
+
+
+def test_partial_pseudo_rows_layout():
+    """Pseudo rows on rows 0 and 2 only: rows, positions and visibility follow the owners."""
+    layout = StepLayout.of([0, 1, 0], [0, 2], 2, torch.device("cpu"))  # root - 1 - 2, root - 3
+    assert layout.num_real == 4 and layout.num_rows == 8 and layout.depth == 2
+    assert layout.offsets.tolist() == [0, 1, 2, 1, 1, 2, 3, 4]
+    assert layout.pseudo_slot.tolist() == [0, -1, 1, -1] and layout.owner_rows.tolist() == [0, 2]
+    full = unpack_bits(layout.full_bits, 8)
+    assert full[6].nonzero().view(-1).tolist() == [0, 1, 2, 6]  # P[2, 1]: row 2's line and itself
+    assert full[7].nonzero().view(-1).tolist() == [0, 1, 2, 6, 7]
+    assert unpack_bits(layout.real_bits, 4)[3].nonzero().view(-1).tolist() == [0, 3]
+    with pytest.raises(ValueError, match="parents must come before"):
+        StepLayout.of([0, 2], [], 0, torch.device("cpu"))
 
 
 def test_empty_tree_layout_is_root_and_pseudo_rows():

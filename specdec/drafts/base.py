@@ -1,0 +1,63 @@
+"""The draft-source interface and what flows through it."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Candidates:
+    """Draft material for the next step, on the host.
+
+    Attributes:
+        ranked: per depth ``j = 1..k``, candidate tokens in rank order (empty: no ranking, e.g. the
+            accepted row carried no pseudo rows, or the first step).
+        logp: the draft's log-probability of each ranked token (same shape as ``ranked``).
+        chain: a guessed continuation of any length (n-gram lookup), depth 1 first; may be empty.
+        chain_ngram: the length of the n-gram whose match gave ``chain`` (0 without a chain).
+    """
+
+    ranked: list[list[int]] = field(default_factory=list)
+    logp: list[list[float]] = field(default_factory=list)
+    chain: list[int] = field(default_factory=list)
+    chain_ngram: int = 0
+
+
+@dataclass
+class DraftContext:
+    """Per-``generate`` state shared with the sources.
+
+    Attributes:
+        tokens: every token so far (prompt and output, the next root last); the decoder appends to it.
+        scratch: per-call state a source keeps between steps (keyed by the source), e.g. an n-gram index.
+    """
+
+    tokens: list[int]
+    scratch: dict = field(default_factory=dict)
+
+
+class DraftSource:
+    """Interface of a draft source (see the package docstring).
+
+    Attributes:
+        k: pseudo rows per real row that carries them, and the depth of their ranking (0: none).
+        layer: transfer layer after which pseudo rows are injected, or None.
+        chain_depth: the longest chain :meth:`propose` may return (0: none).
+    """
+
+    k: int = 0
+    layer: int | None = None
+    chain_depth: int = 0
+
+    def check_model(self, model) -> None:
+        """Raise ``ValueError`` if this source cannot serve ``model``."""
+
+    def prepared(self, model, backend: str) -> "DraftSource":
+        """A copy (or self) ready to run with ``model``'s device and dtype on ``backend``."""
+        return self
+
+    def inject(self, hidden, out) -> None:
+        """Write ``[B * k, d]`` pseudo rows into ``out`` from real rows ``hidden [B, d]``."""
+        raise NotImplementedError
+
+    def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
+        """The next step's candidates, given the ranking of the accepted row's pseudo rows."""
+        return ranked

@@ -1,0 +1,310 @@
+"""Which draft tree each step verifies: a static shape, or the cost-aware choice of ``tree="auto"``.
+
+A planner turns the :class:`~specdec.drafts.Candidates` of the next step into a :class:`Plan`: the
+draft nodes (tokens, parents) and the real rows that carry pseudo rows.
+
+:class:`AutoPlanner` maximises expected tokens per second. Every step it
+
+1. expands the candidates best-first into a tree (EAGLE-2 style): a node's path probability is its
+   parent's times its conditional acceptance from :class:`~specdec.acceptance.AcceptanceModel`.
+   FIRP's ranked tokens at depth ``j`` hang under every depth ``j - 1`` node, the lookup chain
+   continues under its own nodes (deeper than ``k`` if it reaches), and a chain token that FIRP
+   also ranks is one node;
+2. picks how many of those nodes to verify (a prefix of the best-first order, so always a tree) and
+   which rows get pseudo rows, maximising ``E - rho * T``: ``E`` = 1 + the sum of the nodes' path
+   probabilities (expected tokens), plus ``g`` times the probability that the step ends on a row
+   with pseudo rows (``g``: what FIRP's ranking adds to a step, in tokens, measured online);
+   ``T`` = the measured :class:`~specdec.cost.StepCost` of the step's rows; ``rho`` = the tokens
+   per second decoding currently achieves. Maximising ``E - rho * T`` at the achieved rate is how
+   average-reward problems are solved; an empty tree without pseudo rows is one of the choices, so
+   where drafts do not pay a step is a plain step;
+3. every so often, when no pseudo rows were chosen for a while, gives the likeliest end row pseudo
+   rows anyway, so a predictor that becomes useful again is noticed (the wait doubles each time).
+
+Statistics (acceptance, ``rho``, ``g``) live in a :class:`DraftingMemory` kept across ``generate``
+calls for the same model and draft source.
+"""
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .acceptance import AcceptanceModel
+from .cost import StepCost
+from .drafts import Candidates
+from .tree import StepLayout, TreeShape
+
+AUTO_MAX_NODES = 48
+AUTO_TOP_K = 6
+MAX_OWNERS = 2
+MIN_PATH_PROB = 0.005
+CHECKPOINTS = frozenset(range(0, 9)) | {10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64}
+RATE_DECAY = 0.95
+GAIN_DECAY = 0.9
+GAIN_PRIOR = 0.5
+EXPLORE_FIRST, EXPLORE_MAX = 8, 256
+
+
+@dataclass
+class Plan:
+    """One step's tree.
+
+    Attributes:
+        layout: the rows (see :class:`~specdec.tree.StepLayout`).
+        tokens: host, draft token of every node.
+        nodes: int64 ``[M]`` the same tokens on the device.
+        keys: acceptance key of every node (``tree="auto"``), or None.
+        row_equivalents: the step's rows in full-model row equivalents (see :mod:`specdec.cost`).
+    """
+
+    layout: StepLayout
+    tokens: list[int]
+    nodes: torch.Tensor
+    keys: list[tuple] | None = None
+    row_equivalents: float = 1.0
+
+
+class LayoutCache:
+    """Step layouts by tree structure, built once each (trees repeat across steps)."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self, pseudo_per_row: int, device: torch.device):
+        self.pseudo_per_row, self.device = pseudo_per_row, device
+        self.layouts: dict[tuple, StepLayout] = {}
+
+    def get(self, parents: tuple[int, ...], owners: tuple[int, ...]) -> StepLayout:
+        key = (parents, owners)
+        layout = self.layouts.get(key)
+        if layout is None:
+            if len(self.layouts) >= self.MAX_ENTRIES:
+                self.layouts.clear()
+            layout = self.layouts[key] = StepLayout.of(parents, owners, self.pseudo_per_row, self.device)
+        return layout
+
+
+def merged_ranking(cands: Candidates, width: int) -> list[list[int]]:
+    """Per depth, ``width`` ranked tokens with the chain's token (where it reaches) moved to rank 0."""
+    rows = []
+    for depth, ranked in enumerate(cands.ranked):
+        if depth < len(cands.chain):
+            guess = cands.chain[depth]
+            ranked = [guess] + [t for t in ranked if t != guess]
+        rows.append(ranked[:width])
+    return rows
+
+
+class StaticPlanner:
+    """A fixed tree shape over the ranked candidates; every real row carries pseudo rows.
+
+    Static trees reach depth ``<= k``; a lookup chain is merged as the rank-0 candidate of the
+    depths it reaches (:func:`merged_ranking`). Without a ranking (the first step) the tree is empty.
+    """
+
+    def __init__(self, shape: TreeShape, pseudo_per_row: int, device: torch.device):
+        self.shape = shape
+        self.top_k = shape.num_candidates
+        self.max_depth = shape.depth
+        self.full = StepLayout.build(shape, pseudo_per_row, device)
+        self.empty = Plan(StepLayout.build(TreeShape(()), pseudo_per_row, device), [], torch.empty(0, dtype=torch.int64, device=device))
+        self.device = device
+
+    needs_calibration = False
+
+    def plan(self, cands: Candidates) -> Plan:
+        if not cands.ranked:
+            return self.empty
+        ranking = merged_ranking(cands, self.top_k)
+        tokens = [ranking[len(path) - 1][path[-1]] for path in self.shape.paths]
+        return Plan(self.full, tokens, torch.tensor(tokens, dtype=torch.int64, device=self.device))
+
+    def observe(self, plan: Plan, path: list[int]) -> None:
+        """Static trees learn nothing."""
+
+    def observe_seconds(self, plan: Plan, seconds: float, emitted: int) -> None:
+        """Static trees learn nothing."""
+
+
+@dataclass
+class DraftingMemory:
+    """What :class:`AutoPlanner` learns, kept across ``generate`` calls (per model and source).
+
+    Attributes:
+        acceptance: conditional acceptance estimates.
+        rate_tokens, rate_seconds: decaying sums of emitted tokens and step seconds (``rho`` is their ratio).
+        gain: ``g``, the tokens FIRP's ranking adds to a step (decaying mean of measured gains).
+        idle_steps: steps since a step last carried pseudo rows; explore_every: steps to wait before exploring.
+    """
+
+    acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
+    rate_tokens: float = 0.0
+    rate_seconds: float = 0.0
+    gain: float = GAIN_PRIOR
+    idle_steps: int = 0
+    explore_every: int = EXPLORE_FIRST
+
+
+@dataclass
+class _Choice:
+    value: float
+    nodes: int
+    owners: tuple[int, ...]
+
+
+class AutoPlanner:
+    """The cost-aware tree of ``tree="auto"`` (see the module docstring).
+
+    Args:
+        pseudo_per_row: ``k`` of the source (0: it injects no pseudo rows).
+        pseudo_fraction: fraction of the model's layers a pseudo row runs through.
+        max_depth: deepest node (``max(k, the source's chain depth)``).
+        memory, cost, layouts: the learned state, the step-cost curve and the layout cache.
+    """
+
+    needs_calibration = property(lambda self: not self.cost.calibrated)
+
+    def __init__(self, pseudo_per_row: int, pseudo_fraction: float, max_depth: int, memory: DraftingMemory, cost: StepCost, layouts: LayoutCache):
+        self.k, self.fraction, self.max_depth = pseudo_per_row, pseudo_fraction, max(1, max_depth)
+        self.memory, self.cost, self.layouts = memory, cost, layouts
+        self.top_k = AUTO_TOP_K
+        self.device = layouts.device
+
+    @property
+    def rate(self) -> float:
+        """``rho``: tokens per second achieved so far (a plain step's rate before any step ran)."""
+        memory = self.memory
+        return memory.rate_tokens / memory.rate_seconds if memory.rate_seconds > 0 else 1.0 / self.cost(1.0)
+
+    def plan(self, cands: Candidates) -> Plan:
+        nodes = self._expand(cands, ranked=True)
+        choice = self._select(nodes)
+        memory = self.memory
+        if cands.ranked:  # g: what this ranking adds over the chain alone
+            without = self._select(self._expand(cands, ranked=False)).value
+            gain = max(0.0, choice.value - without)
+            memory.gain = GAIN_DECAY * memory.gain + (1 - GAIN_DECAY) * gain
+            if gain > 0.05:
+                memory.explore_every = EXPLORE_FIRST
+        owners = choice.owners
+        if self.k and not owners:
+            memory.idle_steps += 1
+            if memory.idle_steps >= memory.explore_every:
+                owners = (self._likeliest_end(nodes[: choice.nodes]),)
+                memory.explore_every = min(2 * memory.explore_every, EXPLORE_MAX)
+        if owners:
+            memory.idle_steps = 0
+        chosen = nodes[: choice.nodes]
+        tokens = [node[2] for node in chosen]
+        layout = self.layouts.get(tuple(node[1] for node in chosen), tuple(sorted(owners)))
+        return Plan(
+            layout,
+            tokens,
+            torch.tensor(tokens, dtype=torch.int64, device=self.device),
+            [node[3] for node in chosen],
+            self._rows(choice.nodes + 1, len(owners)),
+        )
+
+    def observe(self, plan: Plan, path: list[int]) -> None:
+        """Acceptance of every node whose parent the walk reached (``path``: rows walked, root first)."""
+        reached = set(path)
+        acceptance = self.memory.acceptance
+        for row, (parent, key) in enumerate(zip(plan.layout.parents, plan.keys), start=1):
+            if parent in reached:
+                acceptance.observe(key, row in reached)
+
+    def observe_seconds(self, plan: Plan, seconds: float, emitted: int) -> None:
+        """A finished step: its wall time refines the cost curve and, with its tokens, the rate."""
+        self.cost.observe(plan.row_equivalents, seconds)
+        memory = self.memory
+        memory.rate_tokens = RATE_DECAY * memory.rate_tokens + emitted
+        memory.rate_seconds = RATE_DECAY * memory.rate_seconds + seconds
+
+    def _rows(self, real: int, owners: int) -> float:
+        return real + owners * self.k * self.fraction
+
+    def _expand(self, cands: Candidates, ranked: bool) -> list[tuple]:
+        """Candidate nodes best-first: ``(path probability, parent row, token, key)``, parents first."""
+        acceptance = self.memory.acceptance
+        by_depth = []  # per depth: token -> (conditional probability, key, draft probability)
+        for depth, (tokens, logps) in enumerate(zip(cands.ranked, cands.logp) if ranked else (), start=1):
+            row = {}
+            for token, logp in zip(tokens, logps):
+                if token not in row:
+                    prob = math.exp(logp)
+                    key = acceptance.ranked_key("firp", depth, prob)
+                    row[token] = (acceptance.prob(key), key, prob)
+            by_depth.append(row)
+        chain, ngram = cands.chain[: self.max_depth], cands.chain_ngram
+        children: dict[tuple[int, bool], list[tuple]] = {}
+
+        def kids(depth: int, on_chain: bool) -> list[tuple]:
+            """``(conditional probability, token, key, on chain)`` of the children of a node at ``depth``."""
+            cached = children.get((depth, on_chain))
+            if cached is not None:
+                return cached
+            found = {}
+            if depth < len(by_depth):
+                found = {token: (p, token, key, False) for token, (p, key, _) in by_depth[depth].items()}
+            if on_chain and depth < len(chain):
+                token = chain[depth]
+                if token in found:
+                    key = acceptance.ranked_key("both", depth + 1, by_depth[depth][token][2])
+                else:
+                    key = acceptance.chain_key(depth + 1, ngram)
+                found[token] = (acceptance.prob(key), token, key, True)
+            children[(depth, on_chain)] = result = list(found.values())
+            return result
+
+        heap, order = [], 0
+        for p, token, key, on_chain in kids(0, True):
+            heap.append((-p, order, 0, 1, token, key, on_chain))
+            order += 1
+        heapq.heapify(heap)
+        nodes = []
+        while heap and len(nodes) < AUTO_MAX_NODES:
+            neg_prob, _, parent, depth, token, key, on_chain = heapq.heappop(heap)
+            if -neg_prob < MIN_PATH_PROB:
+                break
+            nodes.append((-neg_prob, parent, token, key))
+            if depth < self.max_depth:
+                row = len(nodes)
+                for p, child, child_key, child_on_chain in kids(depth, on_chain):
+                    heapq.heappush(heap, (neg_prob * p, order, row, depth + 1, child, child_key, child_on_chain))
+                    order += 1
+        return nodes
+
+    def _select(self, nodes: list[tuple]) -> _Choice:
+        """The best prefix of ``nodes`` and pseudo-row owners by ``E + g * P(end on an owner) - rho * T``."""
+        rate, gain, cost = self.rate, self.memory.gain, self.cost
+        with_pseudo = self.k > 0 and gain > 0
+        end = [1.0]  # probability that the walk ends on each real row
+        expected = 1.0
+        best = _Choice(expected - rate * cost(1.0), 0, ())
+        for n in range(len(nodes) + 1):
+            if n:
+                prob, parent = nodes[n - 1][0], nodes[n - 1][1]
+                expected += prob
+                end[parent] -= prob
+                end.append(prob)
+            if n not in CHECKPOINTS and n != len(nodes):
+                continue
+            value = expected - rate * cost(self._rows(n + 1, 0))
+            if value > best.value:
+                best = _Choice(value, n, ())
+            if with_pseudo:
+                ends = 0.0
+                top = heapq.nlargest(MAX_OWNERS, range(n + 1), key=end.__getitem__)
+                for count, row in enumerate(top, start=1):
+                    ends += end[row]
+                    value = expected + gain * ends - rate * cost(self._rows(n + 1, count))
+                    if value > best.value:
+                        best = _Choice(value, n, tuple(top[:count]))
+        return best
+
+    def _likeliest_end(self, nodes: list[tuple]) -> int:
+        end = [1.0] + [node[0] for node in nodes]
+        for prob, parent, _, _ in nodes:
+            end[parent] -= prob
+        return max(range(len(end)), key=end.__getitem__)
