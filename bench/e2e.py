@@ -23,7 +23,7 @@ import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment, write_csv
-from specdec import FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
+from specdec import FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
 from specdec.demo_corpus import read_texts, stdlib_files
 from specdec.tree import parse_tree_arg
 
@@ -71,7 +71,11 @@ def methods(args, model, predictor):
 
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
-    runs = [(tree, predictor, "") for tree in args.trees]
+    runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
+    if args.identity_check:  # drafts that never help: the defaults must still cost what plain decoding costs
+        identity = FuturePredictor.for_model(model, layer=predictor.layer, k=predictor.k)
+        runs.append(("auto", FIRPDrafts(identity), ", identity predictor, no lookup"))
+    runs += [(tree, FIRPDrafts(predictor), " FIRP only") for tree in args.trees]
     runs += [(tree, LookupDrafts(predictor), " + lookup") for tree in args.lookup_trees]
     for tree, source, suffix in runs:
         label = f"{tree} nodes" if isinstance(tree, int) else tree
@@ -98,20 +102,22 @@ def run_generation(args, model, tokenizer, predictor) -> tuple[list[dict], list[
         timed_generate(model, prompts[0], 16, kwargs)
     rows = []
     for number, ids in enumerate(prompts):
-        outputs, seconds, steps = {}, {name: [] for name in table}, {}
+        outputs, seconds, runs = {}, {name: [] for name in table}, {}
         for _ in range(args.repeats):
             for name, (setup, kwargs) in table.items():
                 setup()
                 outputs[name], elapsed = timed_generate(model, ids, args.new_tokens, kwargs)
                 seconds[name].append(elapsed)
-                steps[name] = stats(model).steps if name.startswith("specdec") else None
+                runs[name] = stats(model) if name.startswith("specdec") else None
         unpatch(model)
         reference = outputs["plain greedy"]
         for name in table:
             new = outputs[name].shape[1] - ids.shape[1]
+            run = runs[name]
             rows.append({
                 "method": name, "prompt": number, "prompt_tokens": ids.shape[1], "new_tokens": new,
-                "seconds": statistics.median(seconds[name]), "steps": steps[name],
+                "seconds": statistics.median(seconds[name]), "steps": run.steps if run else None,
+                "nodes_per_step": run.tree_nodes if run else None, "rows_per_step": run.mean_rows if run else None,
                 "exact": bool(torch.equal(outputs[name], reference)),
             })
         print(f"prompt {number}: " + ", ".join(f"{r['method']} {r['new_tokens'] / r['seconds']:.1f} tok/s" for r in rows[-len(table):]))
@@ -119,7 +125,11 @@ def run_generation(args, model, tokenizer, predictor) -> tuple[list[dict], list[
 
 
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
-    plain_seconds = sum(r["seconds"] for r in rows if r["method"] == "plain greedy")
+    """Per method: tokens/s, speedup over plain greedy and over HF prompt lookup, tau, rows per step, exactness."""
+    def total_seconds(name_prefix):
+        return sum(r["seconds"] for r in rows if r["method"].startswith(name_prefix))
+
+    plain_seconds, lookup_seconds = total_seconds("plain greedy"), total_seconds("HF prompt lookup")
     summary = []
     for name in names:
         mine = [r for r in rows if r["method"] == name]
@@ -129,11 +139,37 @@ def summarize(rows: list[dict], names: list[str]) -> list[dict]:
             "method": name,
             "tokens_per_s": tokens / seconds,
             "speedup": plain_seconds / seconds,
+            "vs_prompt_lookup": lookup_seconds / seconds if lookup_seconds else None,
             "tau": tokens / sum(steps) if steps else None,
+            "rows_per_step": sum(r["rows_per_step"] * r["steps"] for r in mine) / sum(steps) if steps else None,
             "exact_match": sum(r["exact"] for r in mine) / len(mine),
             "prompts": len(mine),
         })
     return summary
+
+
+def plot_auto(rows: list[dict], method: str, path: Path, title: str) -> None:
+    """Per prompt, what ``tree="auto"`` chose (draft nodes and rows per step) and what it got (tau, speedup)."""
+    mine = [r for r in rows if r["method"] == method]
+    plain = {r["prompt"]: r["seconds"] for r in rows if r["method"] == "plain greedy"}
+    prompts = [r["prompt"] for r in mine]
+    fig, (ax_choice, ax_gain) = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.4
+    ax_choice.bar([p - width / 2 for p in prompts], [r["nodes_per_step"] for r in mine], width, label="draft nodes / step")
+    ax_choice.bar([p + width / 2 for p in prompts], [r["rows_per_step"] for r in mine], width, label="rows / step")
+    ax_choice.set_xlabel("prompt")
+    ax_choice.set_title("what auto chose (means over the steps)")
+    ax_choice.legend(fontsize=8)
+    ax_gain.bar([p - width / 2 for p in prompts], [r["new_tokens"] / r["steps"] for r in mine], width, label="tau")
+    ax_gain.bar([p + width / 2 for p in prompts], [plain[r["prompt"]] / r["seconds"] for r in mine], width, label="speedup vs plain")
+    ax_gain.axhline(1, color="grey", lw=0.8)
+    ax_gain.set_xlabel("prompt")
+    ax_gain.set_title("what it got")
+    ax_gain.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_generation(summary: list[dict], path: Path, title: str) -> None:
@@ -161,10 +197,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trees", nargs="+", type=parse_tree_arg, default=["chain", 5, "default", "wide"],
-                        help="tree names, or a node count N for the N most likely paths")
-    parser.add_argument("--lookup-trees", nargs="*", type=parse_tree_arg, default=[5, "default"],
-                        help="trees also run with n-gram lookup merged into the FIRP drafts (specdec.LookupDrafts)")
+    parser.add_argument("--trees", nargs="*", type=parse_tree_arg, default=["chain", 5, "default"],
+                        help="static trees run with FIRP drafts alone: names, or a node count N for the N most likely paths")
+    parser.add_argument("--lookup-trees", nargs="*", type=parse_tree_arg, default=[5],
+                        help="static trees run with n-gram lookup merged into the FIRP drafts (specdec.LookupDrafts)")
+    parser.add_argument("--identity-check", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run tree='auto' with an untrained identity predictor and no lookup (useless drafts)")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--dtype", default="float32")
@@ -192,11 +230,14 @@ def main() -> None:
     cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
     title = f"{tag}: {len(rows) // len(summary)} held-out prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
     plot_generation(summary, stem.with_suffix(".png"), title)
-    print("\n| method | tokens/s | speedup | tau | exact match |\n| --- | --- | --- | --- | --- |")
+    plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
+    print("\n| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for s in summary:
-        tau = f"{s['tau']:.2f}" if s["tau"] else "-"
-        print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {tau} | {s['exact_match']:.0%} |")
-    print(f"wrote {stem}.csv, .json, .png")
+        cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
+        print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')}x "
+              f"| {cell(s['tau'], '.2f')} | {cell(s['rows_per_step'], '.1f')} | {s['exact_match']:.0%} |")
+    print(f"wrote {stem}.csv, .json, .png, -auto.png")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 CUDA = torch.cuda.is_available()
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 K = 3  # future offsets (pseudo rows per real row)
-OPS = ("project_future", "tree_attention", "lm_head_argmax", "accept_walk")
+OPS = ("project_future", "tree_attention", "lm_head_argmax", "lm_head_topk", "accept_walk")
 CPU_NOTE = "CPU figures (perf_counter, smoke shapes) are not kernel figures; run on a GPU for those"
 
 
@@ -166,17 +166,36 @@ def lm_head_cases(models, rows, device, dtype):
             )
 
 
+def topk_cases(models, rows, device, dtype, k: int = 8):
+    """``lm_head_topk`` of N rows (k candidates and the log-sum-exp), against full logits, ``topk`` and ``logsumexp``."""
+    for name, m in models.items():
+        weight = torch.randn(m.vocab, m.d, device=device, dtype=dtype)
+        for r in rows:
+            hidden = torch.randn(r, m.d, device=device, dtype=dtype)
+            yield Case(
+                "lm_head_topk",
+                name,
+                f"N={r} k={k}",
+                hidden.element_size() * (weight.numel() + hidden.numel()) + r * k * (8 + 4) + 4 * r,
+                {
+                    "triton": lambda: kernels.lm_head_topk(hidden, weight, k, backend="triton"),
+                    "reference": lambda: kernels.lm_head_topk(hidden, weight, k, backend="torch"),
+                    "pytorch": lambda: (lambda logits: (logits.topk(k, dim=-1), logits.float().logsumexp(-1)))(hidden @ weight.T),
+                },
+            )
+
+
 def accept_cases(rows, device):
-    """``accept_walk`` of trees of ``R - 1`` nodes, against the reference walk (a few PyTorch ops per depth)."""
+    """``accept_walk`` of trees of ``R - 1`` nodes, against the reference walk (on the host: a device sync)."""
     for r in rows:
         if r == 1:
             continue  # no tree, nothing to walk
         layout = tree_layout(r, device)
-        nodes, depth = layout.shape.num_nodes, layout.shape.depth
+        nodes, depth = layout.num_real - 1, layout.depth
         # Every draft token equals every greedy id: the walk goes to full depth through the lowest children.
         ids = torch.zeros(nodes + 1, dtype=torch.int64, device=device)
         tokens = torch.zeros(nodes, dtype=torch.int64, device=device)
-        parents = layout.parents
+        parents = layout.node_parents
         yield Case(
             "accept_walk",
             "any",
@@ -184,7 +203,7 @@ def accept_cases(rows, device):
             8 * (3 * nodes + 1 + depth + 2),
             {
                 "triton": lambda: kernels.accept_walk(ids, tokens, parents, depth, backend="triton"),
-                "pytorch": lambda: reference.accept_walk(ids, tokens, parents, depth),  # the PyTorch walk
+                "pytorch": lambda: reference.accept_walk(ids, tokens, parents, depth),  # the host walk
             },
         )
 
@@ -310,6 +329,7 @@ def main() -> None:
         "project_future": lambda: projection_cases(models, real_rows, device, dtype),
         "tree_attention": lambda: attention_cases(models, real_rows, prefixes, device, dtype),
         "lm_head_argmax": lambda: lm_head_cases(models, real_rows, device, dtype),
+        "lm_head_topk": lambda: topk_cases(models, real_rows, device, dtype),
         "accept_walk": lambda: accept_cases(real_rows, device),
     }
     rows, skipped = [], []

@@ -38,6 +38,8 @@ class StepCost:
             if seconds[-1] > STOP_RATIO * seconds[0] and len(rows) >= 2:
                 break
         self.rows, self.seconds = rows, seconds
+        for j in range(1, len(seconds)):
+            seconds[j] = max(seconds[j], seconds[j - 1])
 
     def __call__(self, rows: float) -> float:
         """Estimated seconds of a step with ``rows`` row equivalents."""
@@ -45,14 +47,19 @@ class StepCost:
         return self.seconds[i] + w * (self.seconds[i + 1] - self.seconds[i])
 
     def observe(self, rows: float, seconds: float) -> None:
-        """Move the curve towards one measured step (the two grid points around ``rows``)."""
+        """Move the curve towards one measured step (the two grid points around ``rows``).
+
+        The error is clipped to half the estimate (one stalled step must not move the curve far),
+        and the curve is kept non-decreasing: more rows are never believed cheaper.
+        """
         i, w = self._segment(rows)
-        error = seconds - self(rows)
+        estimate = self(rows)
+        error = min(max(seconds - estimate, -0.5 * estimate), 0.5 * estimate)
         w = min(max(w, 0.0), 1.0)
         self.seconds[i] += LEARNING_RATE * (1 - w) * error
         self.seconds[i + 1] += LEARNING_RATE * w * error
-        self.seconds[i] = max(self.seconds[i], 1e-7)
-        self.seconds[i + 1] = max(self.seconds[i + 1], self.seconds[i] * 1e-3)
+        for j in range(1, len(self.seconds)):
+            self.seconds[j] = max(self.seconds[j], self.seconds[j - 1])
 
     def _segment(self, rows: float) -> tuple[int, float]:
         """``(i, w)``: ``rows`` lies at fraction ``w`` from grid point ``i`` to ``i + 1`` (``w > 1`` past the end)."""

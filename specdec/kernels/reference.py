@@ -39,6 +39,10 @@ def project_future(
     return out
 
 
+_MASK_CACHE_SIZE = 4
+_mask_cache: list[tuple[tuple, torch.Tensor, torch.Tensor | None]] = []  # (key, bits kept alive, mask)
+
+
 def step_visibility(
     rows: int,
     prefix_len: int,
@@ -46,8 +50,19 @@ def step_visibility(
     positions: torch.Tensor | None,
     window: int | None,
     device: torch.device,
-) -> torch.Tensor:
-    """Dense boolean mask ``[rows, prefix_len + rows]`` (True = attend) of :func:`tree_attention`."""
+) -> torch.Tensor | None:
+    """Dense boolean mask ``[rows, prefix_len + rows]`` (True = attend) of :func:`tree_attention`.
+
+    None when every row sees every key (one row, no window). A decoding step calls this once per
+    layer with the same arguments, so the last few masks are kept (keyed by the identity of
+    ``step_bits``, which layouts never modify, and ``positions``).
+    """
+    if rows == 1 and window is None:
+        return None
+    key = (rows, prefix_len, id(step_bits), id(positions), window, device)
+    for cached_key, _, mask in _mask_cache:
+        if cached_key == key:
+            return mask
     if step_bits is None:
         step = torch.ones(rows, rows, dtype=torch.bool, device=device).tril()
     else:
@@ -56,6 +71,8 @@ def step_visibility(
     if window is not None:
         key_pos = torch.cat([torch.arange(prefix_len, device=device), positions.to(device)])
         mask &= (positions.to(device)[:, None] - key_pos[None, :]) < window
+    _mask_cache.insert(0, (key, (step_bits, positions), mask))
+    del _mask_cache[_MASK_CACHE_SIZE:]
     return mask
 
 
@@ -150,7 +167,7 @@ def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[to
 def accept_walk(
     ids: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, max_depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy verification of a draft tree, on the device (no host round trip).
+    """Greedy verification of a draft tree.
 
     Rows are numbered 0 (the root) and ``1..M`` (draft node ``m`` is row ``m + 1``).
     Starting at the root, move to the lowest-numbered child whose token equals the
@@ -167,19 +184,15 @@ def accept_walk(
         with -1; and the int64 scalar number of accepted nodes. The step emits
         ``ids[path[:count + 1]]``: the accepted tokens followed by the bonus token.
     """
-    device = ids.device
-    nodes = tokens.shape[0]
-    node_rows = torch.arange(1, nodes + 1, device=device)
-    path = torch.full((max_depth + 1,), -1, dtype=torch.int64, device=device)
-    path[0] = 0
-    cur = torch.zeros((), dtype=torch.int64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
-    alive = torch.ones((), dtype=torch.bool, device=device)
-    for depth in range(1, max_depth + 1):
-        match = (parents == cur) & (tokens == ids[cur]) & alive
-        alive = match.any()
-        nxt = torch.where(match, node_rows, nodes + 1).min()
-        cur = torch.where(alive, nxt, cur)
-        path[depth] = torch.where(alive, nxt, -1)
-        count += alive.to(torch.int64)
+    # The walk is sequential and tiny: on the host it costs a few microseconds per depth, where
+    # tensor ops cost tens (the Triton kernel keeps it on the GPU).
+    greedy, drafts, parent_of = ids.tolist(), tokens.tolist(), parents.tolist()
+    walk, cur = [0], 0
+    for _ in range(max_depth):
+        cur = next((m + 1 for m, (p, t) in enumerate(zip(parent_of, drafts)) if p == cur and t == greedy[cur]), None)
+        if cur is None:
+            break
+        walk.append(cur)
+    path = torch.tensor(walk + [-1] * (max_depth + 1 - len(walk)), dtype=torch.int64, device=ids.device)
+    count = torch.tensor(len(walk) - 1, dtype=torch.int64, device=ids.device)
     return path, count
