@@ -21,14 +21,15 @@ class ScrambledDrafts(ForcedDrafts):
     Exercises acceptance of non-zero ranks, partial paths and rejected branches.
     """
 
-    def __init__(self, inner, sequence, vocab_size, seed: int = 0, miss_rate: float = 0.25):
-        super().__init__(inner, sequence, vocab_size, correct=False)
+    def __init__(self, inner, sequence, vocab_size, seed: int = 0, miss_rate: float = 0.25, chain_depth: int = 0):
+        super().__init__(inner, sequence, vocab_size, correct=False, chain_depth=chain_depth)
         self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
         self.miss_rate = miss_rate
 
     def prepared(self, model, backend):
-        return ScrambledDrafts(self.inner.prepared(model, backend), self.sequence, self.vocab_size, self.seed, self.miss_rate)
+        inner = self.inner.prepared(model, backend)
+        return ScrambledDrafts(inner, self.sequence, self.vocab_size, self.seed, self.miss_rate, self.chain_depth)
 
     def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
         cands = super().propose(context, ranked)
