@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from .drafts import FIRPDrafts
 from .patching import is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .train import TrainConfig, evaluate_predictor, train_predictor
@@ -20,10 +21,14 @@ class LayerResult:
 
 
 def measure_tau(model, predictor, prompts: list[torch.Tensor], max_new_tokens: int, tree="default") -> float:
-    """Mean tokens per step of patched greedy decoding over ``prompts`` (each ``[1, P]``)."""
+    """Mean tokens per step of patched greedy decoding over ``prompts`` (each ``[1, P]``).
+
+    The predictor's own drafts (:class:`FIRPDrafts`, no lookup) in a static ``tree``, so the figure
+    measures the predictor and does not depend on timings as ``tree="auto"`` would.
+    """
     if is_patched(model):
         raise ValueError("measure_tau patches the model itself: unpatch it first")
-    patch(model, predictor, tree=tree)
+    patch(model, FIRPDrafts(predictor), tree=tree)
     try:
         steps = new = 0
         for ids in prompts:
