@@ -22,7 +22,7 @@ from .greedy_rules import StopChecker
 from .planner import LayoutCache
 from .stats import DecodeStats
 from .tree import StepLayout
-from .verification import verify_greedy
+from .verification import verify
 
 CACHE_SLACK = 64  # cache rows beyond max_length at the start (the cache grows when a step needs more)
 
@@ -129,15 +129,16 @@ def speculative_generate(
     planner,
     input_ids: torch.Tensor,
     stop: StopChecker,
-    processors,
+    rule,
     backend: str,
     streamer=None,
 ) -> tuple[torch.Tensor, DecodeStats]:
-    """Greedy decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
+    """Decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
 
-    ``planner`` is a :class:`~specdec.planner.StaticPlanner` or :class:`~specdec.planner.AutoPlanner`.
+    ``planner`` is a :class:`~specdec.planner.StaticPlanner` or :class:`~specdec.planner.AutoPlanner`;
+    ``rule`` a :class:`~specdec.verification.GreedyRule` or :class:`~specdec.verification.SamplingRule`.
     Returns the sequence ``[1, P + new]`` (int64, on ``input_ids.device``), cut exactly where plain
-    greedy decoding stops, and the statistics of the run.
+    decoding stops, and the statistics of the run.
     """
     start_time = time.perf_counter()
     prompt_len = input_ids.shape[1]
@@ -162,7 +163,7 @@ def speculative_generate(
             planner.observe_seconds(last[0], now - last[1], last[2])
         prefix_len = length - 1  # committed tokens in the cache: all but the root
         hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
-        verdict = verify_greedy(parts.lm_head, hidden, plan, planner.top_k, processors, context.tokens, backend)
+        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend)
         accepted = len(verdict.tokens) - 1
         per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
         planner.observe(plan, verdict.path)

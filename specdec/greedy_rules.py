@@ -27,6 +27,14 @@ _STATELESS_PROCESSORS = (
     "InfNanRemoveLogitsProcessor",
     "LogitNormalization",
     "PrefixConstrainedLogitsProcessor",
+    # Sampling's warpers: functions of the scores alone.
+    "TemperatureLogitsWarper",
+    "TopKLogitsWarper",
+    "TopPLogitsWarper",
+    "MinPLogitsWarper",
+    "TypicalLogitsWarper",
+    "EpsilonLogitsWarper",
+    "EtaLogitsWarper",
 )
 STATELESS_PROCESSORS = tuple(
     getattr(hf_generation, name) for name in _STATELESS_PROCESSORS if hasattr(hf_generation, name)

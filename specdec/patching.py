@@ -27,6 +27,7 @@ from .planner import AutoPlanner, DraftingMemory, LayoutCache, StaticPlanner
 from .predictor import FuturePredictor
 from .stats import DecodeStats
 from .tree import TreeShape
+from .verification import rule_for
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 STATE_ATTR = "_specdec_state"
@@ -163,8 +164,9 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     if specdec_streamer is not None:
         specdec_streamer.put(input_ids.cpu())
     stop = StopChecker(stopping_criteria, generation_config.max_length)
+    rule = rule_for(generation_config, logits_processor)
     sequence, run_stats = speculative_generate(
-        state.parts, state.source, _planner(model, state), input_ids, stop, logits_processor, state.backend, specdec_streamer
+        state.parts, state.source, _planner(model, state), input_ids, stop, rule, state.backend, specdec_streamer
     )
     if specdec_streamer is not None:
         specdec_streamer.end()
@@ -195,8 +197,8 @@ def unsupported_request(input_ids, logits_processor, generation_config, model_kw
     if length == 0:
         return "an empty prompt"
     mode = generation_config.get_generation_mode()
-    if mode != GenerationMode.GREEDY_SEARCH:
-        return f"generation mode {mode.value!r} (speculative decoding covers greedy search only)"
+    if mode not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
+        return f"generation mode {mode.value!r} (speculative decoding covers greedy search and sampling)"
     if generation_config.num_return_sequences not in (None, 1):
         return f"num_return_sequences={generation_config.num_return_sequences}"
     if generation_config.return_dict_in_generate:

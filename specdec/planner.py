@@ -86,13 +86,17 @@ class LayoutCache:
 
 
 def merged_ranking(cands: Candidates, width: int) -> list[list[int]]:
-    """Per depth, ``width`` ranked tokens with the chain's token (where it reaches) moved to rank 0."""
+    """Per depth, ``width`` ranked tokens with the chain's token (where it reaches) moved to rank 0.
+
+    A source that ranks fewer than ``width`` tokens has its last one repeated: those nodes are
+    wasted rows, never a wrong output (the walk takes the first matching child).
+    """
     rows = []
     for depth, ranked in enumerate(cands.ranked):
         if depth < len(cands.chain):
             guess = cands.chain[depth]
             ranked = [guess] + [t for t in ranked if t != guess]
-        rows.append(ranked[:width])
+        rows.append((ranked + ranked[-1:] * width)[:width])
     return rows
 
 

@@ -1,26 +1,51 @@
-"""Greedy verification of one step: the LM-head pass, the accept walk and the step's one host read.
+"""Verification of one step: the target token of every real row, the walk, and the one host read.
 
-One pass over the LM head serves the whole step (:func:`specdec.kernels.lm_head_topk`): column 0
-of the real rows is their greedy token, and the pseudo rows' top-K with log-probabilities is the
-ranking the next step drafts from. The walk (:func:`specdec.kernels.accept_walk`), the gather of
-the end row's ranking and the packing of everything the host needs stay on the device, so a step
-reads the device once (one ``.tolist()``), whatever the tree.
+Both rules walk the tree the same way: start at the root; while a child of the current row carries
+the current row's *target* token, move to it; emit the targets of the rows walked. They differ in
+the target:
 
-Greedy rule: start at the root; while a child of the current row carries the current row's greedy
-token, move to it. The emitted tokens are the greedy tokens of the rows walked: exactly what plain
-greedy decoding produces, since every walked row saw exactly the tokens plain decoding would have
-fed it.
+* :class:`GreedyRule`: the argmax of the row's (processed) logits. Every walked row saw exactly the
+  tokens plain greedy decoding would have fed it, so the output is plain greedy's.
+* :class:`SamplingRule`: a draw from the row's processed distribution (temperature, top-k, top-p,
+  min-p and every other processor ``generate`` built, applied in its order with the row's own
+  context). Why the output is distributed exactly as plain sampling: the first emitted token is the
+  root's draw, distributed as plain sampling's next token. If a child carries that token, the walk
+  moves to it, and that child's row has exactly the context plain sampling would have after
+  emitting it, so the child's own draw is distributed as plain sampling's following token, and so
+  on; the step ends with the draw of the last row walked. Each row's draw is fresh randomness used
+  once, and whether the walk continues depends only on draws already emitted, so every emitted
+  token is drawn from the right conditional distribution given all earlier ones. In rejection
+  sampling terms, our drafts are point masses: a child is accepted with the target probability of
+  its token, and after a rejection the residual distribution is the target's own distribution over
+  the remaining tokens, which is what the draw already is. Drafts change how many tokens a step
+  emits, never their distribution.
+
+One pass over the LM head serves a greedy step (:func:`specdec.kernels.lm_head_topk`: column 0 of
+the real rows is their target, the pseudo rows' top-K with log-probabilities is the next ranking).
+A sampling step draws the real rows' targets in a second pass. The walk
+(:func:`specdec.kernels.accept_walk`), the gather of the end row's ranking and the packing of what
+the host needs stay on the device, so a step reads the device once (one ``.tolist()``).
 """
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessorList
+from transformers import generation as hf_generation
 
 from . import kernels
 from .drafts import Candidates
 from .greedy_rules import active_processors, processed_argmax
 from .planner import Plan
+
+# Warpers the fused sampling op applies itself, by class name -> its keyword and the warper's attribute.
+FUSED_WARPERS = {
+    "TemperatureLogitsWarper": ("temperature", "temperature"),
+    "TopKLogitsWarper": ("top_k", "top_k"),
+    "TopPLogitsWarper": ("top_p", "top_p"),
+    "MinPLogitsWarper": ("min_p", "min_p"),
+}
 
 
 @dataclass
@@ -42,32 +67,105 @@ class Verdict:
     ranked: Candidates
 
 
-def verify_greedy(lm_head, hidden, plan: Plan, top_k: int, processors, tokens: list[int], backend: str) -> Verdict:
-    """Verify ``plan`` from the step's final-normed hidden states ``hidden [S, d]`` (model dtype).
+def row_contexts(plan: Plan, tokens: list[int]) -> list[list[int]]:
+    """The token context of every real row: ``tokens`` (the root last), then the row's ancestors' drafts."""
+    layout = plan.layout
+    return [tokens + [plan.tokens[row - 1] for row in layout.ancestors(r)[1:]] for r in range(layout.num_real)]
+
+
+class GreedyRule:
+    """Targets are argmaxes (see the module docstring)."""
+
+    def __init__(self, processors):
+        self.processors = processors
+
+    def targets(self, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str):
+        """``(targets [R] int64, (ids, logits, lse) of the pseudo rows or None)``."""
+        layout = plan.layout
+        real = layout.num_real
+        active = active_processors(self.processors, len(tokens))
+        if active:
+            greedy = processed_argmax(hidden[:real], lm_head, LogitsProcessorList(active), row_contexts(plan, tokens))
+            return greedy, _ranked(lm_head, hidden[real:], top_k, backend) if layout.num_pseudo else None
+        if layout.num_pseudo:
+            ids, logits, lse = kernels.lm_head_topk(hidden, lm_head, top_k, backend=backend)
+            return ids[:real, 0], (ids[real:], logits[real:], lse[real:])
+        return kernels.lm_head_argmax(hidden, lm_head, backend=backend)[0], None
+
+
+class SamplingRule:
+    """Targets are draws from the processed distributions (see the module docstring).
+
+    Randomness is counter-based: one seed per ``generate`` call, drawn from torch's global generator
+    (so ``torch.manual_seed(s)`` makes a call reproducible), and the draw for the token at position
+    ``p`` is a function of that seed and ``p`` alone. The output is therefore the same whatever
+    trees the steps verify (static or ``"auto"``, whatever was accepted). It is not the token
+    sequence plain sampling draws for the same seed: the random numbers are used differently.
+    """
+
+    def __init__(self, processors):
+        self.processors = processors
+        self.seed = int(torch.randint(2**62, ()))
+
+    def targets(self, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str):
+        layout = plan.layout
+        real = layout.num_real
+        positions = layout.offsets[:real] + len(tokens) - 1  # the root is the last token
+        active = active_processors(self.processors, len(tokens))
+        fused = _fused_warpers(active)
+        if fused is not None:
+            draws = kernels.lm_head_sample(hidden[:real], lm_head, self.seed, positions, **fused, backend=backend)
+        else:
+            contexts = row_contexts(plan, tokens)
+            draws = processed_sample(hidden[:real], lm_head, LogitsProcessorList(active), contexts, self.seed, positions)
+        return draws, _ranked(lm_head, hidden[real:], top_k, backend) if layout.num_pseudo else None
+
+
+def processed_sample(hidden, lm_head, processors, contexts: list[list[int]], seed: int, positions) -> torch.Tensor:
+    """One draw ``[R]`` per row of ``hidden [R, d]`` from ``softmax(processors(row context, logits))``,
+    row ``r``'s from the counter-based stream at ``seed + positions[r]``."""
+    logits = F.linear(hidden, lm_head).float()
+    scores = torch.cat([
+        processors(torch.tensor([context], dtype=torch.int64, device=logits.device), logits[row : row + 1])
+        for row, context in enumerate(contexts)
+    ])
+    return kernels.sample_scores(scores, seed, positions)
+
+
+def _fused_warpers(processors) -> dict | None:
+    """Keyword arguments of :func:`specdec.kernels.lm_head_sample` when ``processors`` are only the
+    warpers it applies, in transformers' order; None when a row's context or another processor matters."""
+    fused = {}
+    order = list(FUSED_WARPERS)
+    last = -1
+    for proc in processors:
+        name = type(proc).__name__
+        if name not in FUSED_WARPERS or order.index(name) <= last or getattr(proc, "min_tokens_to_keep", 1) != 1:
+            return None
+        last = order.index(name)
+        keyword, attribute = FUSED_WARPERS[name]
+        fused[keyword] = getattr(proc, attribute)
+    return fused
+
+
+def _ranked(lm_head, pseudo_hidden, top_k: int, backend: str):
+    return kernels.lm_head_topk(pseudo_hidden, lm_head, top_k, backend=backend)
+
+
+def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str) -> Verdict:
+    """Verify ``plan`` by ``rule`` from the step's final-normed hidden states ``hidden [S, d]`` (model dtype).
 
     Args:
+        rule: :class:`GreedyRule` or :class:`SamplingRule`.
         lm_head: ``[V, d]`` the LM head weight.
         top_k: candidates per pseudo row to rank.
-        processors: ``generate``'s logits processors (applied per real row in its own context).
-        tokens: the tokens so far (the root last), for the processors.
+        tokens: the tokens so far (the root last), the context of the processors.
     """
     layout = plan.layout
-    real, k = layout.num_real, layout.pseudo_per_row
-    active = active_processors(processors, len(tokens))
-    ranked_rows = None
-    if active:
-        contexts = [tokens + [plan.tokens[row - 1] for row in layout.ancestors(r)[1:]] for r in range(real)]
-        greedy = processed_argmax(hidden[:real], lm_head, LogitsProcessorList(active), contexts)
-        if layout.num_pseudo:
-            ranked_rows = kernels.lm_head_topk(hidden[real:], lm_head, top_k, backend=backend)
-    elif layout.num_pseudo:
-        ids, logits, lse = kernels.lm_head_topk(hidden, lm_head, top_k, backend=backend)
-        greedy = ids[:real, 0]
-        ranked_rows = ids[real:], logits[real:], lse[real:]
-    else:
-        greedy = kernels.lm_head_argmax(hidden, lm_head, backend=backend)[0]
-    path, count = kernels.accept_walk(greedy, plan.nodes, layout.node_parents, layout.depth, backend=backend)
-    emitted = greedy[path.clamp(min=0)]
+    k = layout.pseudo_per_row
+    targets, ranked_rows = rule.targets(lm_head, hidden, plan, top_k, tokens, backend)
+    path, count = kernels.accept_walk(targets, plan.nodes, layout.node_parents, layout.depth, backend=backend)
+    emitted = targets[path.clamp(min=0)]
     read = [count.view(1), emitted, path]
     if ranked_rows is not None:
         ids, logits, lse = ranked_rows
@@ -90,3 +188,10 @@ def verify_greedy(lm_head, hidden, plan: Plan, top_k: int, processors, tokens: l
         verdict.ranked.ranked = [[int(t) for t in ids_flat[j * width : (j + 1) * width]] for j in range(k)]
         verdict.ranked.logp = [logp_flat[j * width : (j + 1) * width] for j in range(k)]
     return verdict
+
+
+def rule_for(generation_config, processors) -> "GreedyRule | SamplingRule":
+    """The verification rule of a ``generate`` request (greedy or sampling)."""
+    if generation_config.get_generation_mode() == hf_generation.GenerationMode.SAMPLE:
+        return SamplingRule(processors)
+    return GreedyRule(processors)

@@ -69,7 +69,6 @@ class AddOne(LogitsProcessor):
 
 
 FALLBACKS = [
-    ("sample", dict(do_sample=True, top_k=5)),
     ("beam", dict(num_beams=2)),
     ("batch size 2", dict()),
     ("padding", dict()),

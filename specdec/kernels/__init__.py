@@ -19,10 +19,12 @@ __all__ = [
     "accept_walk",
     "check_backend",
     "lm_head_argmax",
+    "lm_head_sample",
     "lm_head_topk",
     "num_words",
     "pack_bits",
     "project_future",
+    "sample_scores",
     "tree_attention",
     "unpack_bits",
     "uses_triton",
@@ -72,6 +74,17 @@ def lm_head_topk(hidden, weight, k: int, *, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.lm_head_topk`."""
     impl = _triton("topk") if uses_triton(backend, hidden) else reference
     return impl.lm_head_topk(hidden, weight, k)
+
+
+def lm_head_sample(hidden, weight, seed: int, offsets, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, backend: str = "auto"):
+    """See :func:`specdec.kernels.reference.lm_head_sample`."""
+    impl = reference  # the fused Triton sampling kernel is not written yet
+    return impl.lm_head_sample(hidden, weight, seed, offsets, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+
+
+def sample_scores(scores, seed: int, offsets):
+    """See :func:`specdec.kernels.reference.sample_scores` (already-processed scores: no fused version)."""
+    return reference.sample_scores(scores, seed, offsets)
 
 
 def accept_walk(ids, tokens, parents, max_depth: int, *, backend: str = "auto"):

@@ -164,6 +164,84 @@ def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[to
     return ids, values, torch.logsumexp(logits, dim=-1)
 
 
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # splitmix64's constants as signed int64 (arithmetic wraps)
+_MIX_1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX_2 = 0x94D049BB133111EB - 2**64
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 ``x`` (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def stream_uniforms(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """One uniform float64 in (0, 1) per element of int64 ``offsets``: splitmix64 of ``seed + offset``.
+
+    A counter-based generator: the number drawn for an offset depends on nothing else, so a row's
+    draw does not depend on which other rows a step verifies.
+    """
+    x = offsets.to(torch.int64) + (seed % 2**63) + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX_1
+    x = (x ^ _shift_right(x, 27)) * _MIX_2
+    x = x ^ _shift_right(x, 31)
+    return (_shift_right(x, 11).to(torch.float64) + 0.5) * 2.0**-53
+
+
+def sample_scores(scores: torch.Tensor, seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws: per row ``r`` of ``scores [N, V]`` (``-inf`` = excluded), the token whose
+    interval of ``softmax(scores[r])`` contains the uniform of ``seed + offsets[r]``
+    (:func:`stream_uniforms`); int64 ``[N]``."""
+    cdf = scores.double().softmax(dim=-1).cumsum(dim=-1)
+    target = (stream_uniforms(seed, offsets.to(scores.device)) * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).view(-1).clamp(max=scores.shape[-1] - 1)
+
+
+def warp(scores: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+    """Sampling's warpers as transformers applies them, in its order: temperature (divide), top-k
+    (keep scores ``>=`` the k-th largest; 0 = off), top-p (keep the smallest set of top tokens whose
+    probability reaches ``top_p``; 1 = off), min-p (keep probabilities ``>= min_p`` times the
+    largest; 0 = off). Excluded tokens get ``-inf``; the most likely token is always kept."""
+    scores = scores / temperature
+    if top_k:
+        kth = scores.topk(min(top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        ascending, order = scores.sort(dim=-1)
+        remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+        remove[:, -1] = False
+        scores = scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    if min_p > 0.0:
+        probs = scores.softmax(dim=-1)
+        scores = scores.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
+    return scores
+
+
+def lm_head_sample(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    seed: int,
+    offsets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+) -> torch.Tensor:
+    """One token per row drawn from the softmax of the warped logits (see :func:`warp`).
+
+    Args:
+        hidden: ``[N, d]`` final-normed hidden states.
+        weight: ``[V, d]`` LM head.
+        seed, offsets: int64 ``[N]``: row ``r``'s draw is a function of ``seed + offsets[r]`` alone
+            (:func:`stream_uniforms`); the decoder passes each row's position, so a position's draw
+            is the same whatever tree the step verifies.
+
+    Returns:
+        int64 ``[N]``.
+    """
+    return sample_scores(warp(F.linear(hidden, weight).float(), temperature, top_k, top_p, min_p), seed, offsets)
+
+
 def accept_walk(
     ids: torch.Tensor, tokens: torch.Tensor, parents: torch.Tensor, max_depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
