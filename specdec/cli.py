@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", help="where checkpoints go (default: OUT/checkpoints)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     train.add_argument("--checkpoint-every", type=int, default=100)
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the frozen model's passes (faster on AMX CPUs)")
+    train.add_argument("--eval-every", type=int, default=0, help="record held-out accuracy every N steps (checkpoint-dir/curve.jsonl)")
     train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
     train.add_argument("--max-new-tokens", type=int, default=64)
     train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name or node count for tau")
@@ -127,6 +129,8 @@ def run_train(args) -> None:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        bf16=args.bf16,
+        eval_every=args.eval_every,
     )
     print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
     if args.layers:
@@ -142,7 +146,7 @@ def run_train(args) -> None:
         sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
     else:
         config.checkpoint_dir = str(checkpoints)
-        predictor = train_predictor(model, sequences, args.layer, args.k, config=config)
+        predictor = train_predictor(model, sequences, args.layer, args.k, config=config, eval_data=held_out)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
         sweep = None

@@ -96,7 +96,8 @@ def distill(
     """Generate ``samples`` responses per prompt record and append them to the JSONL file ``out``.
 
     Batches are left-padded and formed from prompts of similar length; sampling uses the
-    plain softmax at ``temperature`` (0: greedy), with no top-k/top-p. Each batch is seeded
+    plain softmax at ``temperature`` (0: greedy), with no top-k/top-p. A tokenizer without a pad
+    token pads with its eos token (set on ``tokenizer``). Each batch is seeded
     from ``seed`` and its first record, so a resumed run draws what an uninterrupted one would
     for the same batch. Returns the number of records written by this call.
     """
@@ -111,7 +112,10 @@ def distill(
     todo = sorted(((r["id"], s) for r in records for s in range(samples) if (r["id"], s) not in done), key=lambda key: (lengths[key[0]], key))
     eos = model.generation_config.eos_token_id
     stop_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids, default=0)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ def distill(
             encoded = tokenizer([texts[key] for key, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(seed * 1_000_003 + sum(map(ord, f"{batch[0][0]}#{batch[0][1]}")))
             generated = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                 do_sample=temperature > 0, temperature=temperature or None, top_k=0, top_p=1.0,
             )
             new = generated[:, encoded.input_ids.shape[1] :].cpu()
