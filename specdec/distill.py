@@ -117,6 +117,7 @@ def distill(
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
     device = next(model.parameters()).device
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -126,10 +127,7 @@ def distill(
             batch = todo[begin : begin + batch_size]
             encoded = tokenizer([texts[key] for key, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(seed * 1_000_003 + sum(map(ord, f"{batch[0][0]}#{batch[0][1]}")))
-            generated = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                do_sample=temperature > 0, temperature=temperature or None, top_k=0, top_p=1.0,
-            )
+            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
             new = generated[:, encoded.input_ids.shape[1] :].cpu()
             tokens = 0
             for (key, sample), row in zip(batch, new):
