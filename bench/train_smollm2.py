@@ -1,10 +1,11 @@
 """Train SmolLM2-135M-Instruct's predictor on its self-distilled data: sweep, final run, report, curve.
 
     python -m specdec distill --model smollm2-135m --prompts bench/prompts/distill.jsonl \\
-        --out runs/distill.jsonl --batch-size 16 --max-new-tokens 192 --temperature 0.5
+        --out bench/prompts/distill-smollm2.jsonl --batch-size 16 --max-new-tokens 192 --temperature 0.5
     python -m specdec distill --model smollm2-135m --prompts bench/prompts/eval-chat.jsonl \\
-        --out runs/eval-chat.jsonl --batch-size 8 --max-new-tokens 192 --temperature 0
-    python -m bench.train_smollm2 --data runs/distill.jsonl --eval-chat runs/eval-chat.jsonl --work runs/train
+        --out bench/prompts/eval-chat-smollm2.jsonl --batch-size 12 --max-new-tokens 192 --temperature 0
+    python -m bench.train_smollm2 --data bench/prompts/distill-smollm2.jsonl \\
+        --eval-chat bench/prompts/eval-chat-smollm2.jsonl --work runs/smollm2
 
 Stage ``sweep`` trains a short run per (transfer layer, k) setting and records per-offset
 top-1/top-5 agreement on held-out text (the model's greedy answers to the evaluation chat

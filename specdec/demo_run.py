@@ -59,7 +59,7 @@ def run_demo(name: str = "smollm2-135m", max_new_tokens: int | None = None) -> d
         patch(model, predictor) if patched else unpatch(model)
         model.generate(prompts[0], max_new_tokens=8, do_sample=False)
     unpatch(model)
-    streamer = TextStreamer(tokenizer, skip_prompt=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     totals = {"plain_s": 0.0, "spec_s": 0.0, "tokens": 0, "steps": 0, "identical": True}
     for text, ids in zip(settings["prompts"], prompts):
         print("=" * 72 + f"\nprompt: {text}\n" + "-" * 30 + " plain greedy " + "-" * 28)

@@ -8,7 +8,9 @@ the Python standard library) and adds raw code prefixes of the standard library'
 *train* split (``{"prefix": ...}``: continued without the chat template).
 ``eval-chat.jsonl`` holds separately written chat requests; the evaluation's code
 prompts are prefixes of the standard library's *held-out* split (``bench.e2e``).
-A test checks that no evaluation request appears in the distillation set.
+A test checks that no evaluation request appears in the distillation set. The code
+prefixes come from the running Python's standard library, so another Python version
+writes other prefixes: the committed ``distill.jsonl`` is the one the predictor used.
 Records: ``{"id": str, "prompt": str}`` (a user message) or ``{"id": str, "prefix": str}``.
 """
 
