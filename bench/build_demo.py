@@ -1,4 +1,4 @@
-"""Rebuild the bundled demo model in ``specdec/assets/demo/`` from the Python standard library.
+"""Rebuild the bundled demo model in ``specdec/assets/stdlib-9m/`` from the Python standard library.
 
 Stage ``model`` trains, from scratch and offline, a byte-level BPE tokenizer and a
 small ``LlamaForCausalLM`` on the train split of :mod:`specdec.demo_corpus`, reports
@@ -40,7 +40,7 @@ from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
 from specdec.train import CHECKPOINT_STATE  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO_ROOT / "specdec" / "assets" / "demo"
+DEFAULT_OUT = REPO_ROOT / "specdec" / "assets" / "stdlib-9m"
 DEFAULT_CKPT_DIR = REPO_ROOT / "runs" / "build_demo"
 EOS = "<|endoftext|>"
 SAMPLE_PROMPTS = ("def __init__(self", "import os\n", "class ")

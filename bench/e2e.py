@@ -1,15 +1,19 @@
-"""End-to-end benchmark: plain greedy vs Hugging Face's speculative modes vs specdec, on held-out code.
+"""End-to-end benchmark: plain greedy vs Hugging Face's speculative modes vs specdec, per prompt class.
 
-    python -m bench.e2e                                   # the bundled demo model
+    python -m bench.e2e                                   # SmolLM2-135M-Instruct: held-out chat and code
+    python -m bench.e2e --model stdlib-9m                 # the 9M stdlib model (code only)
     python -m bench.e2e --model DIR --predictor DIR       # any local checkpoint and its predictor
     python -m bench.e2e --draft-model DIR                 # also HF assisted generation with a draft model
     python -m bench.e2e --step-timing                     # one speculative step vs one plain step, by tree size
     python -m bench.e2e --step-timing --shape llama-2-7b  # the same on a Llama-2-7B-shaped random model (GPU)
 
-Prompts are the first 64-256 tokens of held-out standard-library files (see
-``specdec.demo_corpus``); every method continues them greedily. Methods are run
-interleaved prompt by prompt, timed as medians over repeats after a warm-up, all
-with the same model, dtype and cache setting. Results: ``bench/results/e2e-*``.
+Prompt classes, reported separately: ``chat``, the held-out requests of
+``bench/prompts/eval-chat.jsonl`` (none is in the distillation set) under the chat
+template; ``code``, the first 64-256 tokens of held-out standard-library files (see
+``specdec.demo_corpus``), continued as raw text. Every method continues them greedily.
+Methods are run interleaved prompt by prompt, timed as medians over repeats after a
+warm-up, all with the same model, dtype and cache setting. Results:
+``bench/results/e2e-{model}-{class}-{device}.*``.
 """
 
 import argparse
@@ -24,11 +28,32 @@ import torch
 
 from bench.common import RESULTS, device_names, environment, write_csv
 from specdec import FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
+from specdec.demo import DEFAULT_DEMO, DEMOS
 from specdec.demo_corpus import read_texts, stdlib_files
+from specdec.demo_run import prompt_ids
+from specdec.distill import read_prompts
 from specdec.tree import parse_tree_arg
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+CHAT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "eval-chat.jsonl"
+PROMPT_CLASSES = ("chat", "code")
+
+
+def chat_prompts(tokenizer, count: int, device) -> list[torch.Tensor]:
+    """``count`` prompts ``[1, P]``: held-out chat requests under the tokenizer's chat template."""
+    if not tokenizer.chat_template:
+        raise SystemExit("the chat prompt class needs a tokenizer with a chat template (use --classes code)")
+    return [prompt_ids(tokenizer, r["prompt"], chat=True).to(device) for r in read_prompts(CHAT_PROMPTS)[:count]]
+
+
+def class_prompts(name: str, tokenizer, count: int, new_tokens: int, device) -> list[torch.Tensor]:
+    """The prompts of class ``name`` (``chat`` or ``code``)."""
+    if name == "chat":
+        return chat_prompts(tokenizer, count, device)
+    return heldout_prompts(tokenizer, count, new_tokens, device)
 
 
 def heldout_prompts(tokenizer, count: int, new_tokens: int, device) -> list[torch.Tensor]:
@@ -47,10 +72,10 @@ def heldout_prompts(tokenizer, count: int, new_tokens: int, device) -> list[torc
 
 
 def load(args):
-    """``(model, tokenizer, predictor)`` of the demo or of ``--model``/``--predictor``."""
+    """``(model, tokenizer, predictor)`` of a demo (``--model`` is a demo name) or of ``--model``/``--predictor``."""
     dtype = getattr(torch, args.dtype)
-    if args.model is None:
-        return load_demo(dtype=dtype, device=args.device)
+    if args.model in DEMOS:
+        return load_demo(args.model, dtype=dtype, device=args.device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
@@ -93,9 +118,8 @@ def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]
     return out, time.perf_counter() - start
 
 
-def run_generation(args, model, tokenizer, predictor) -> tuple[list[dict], list[dict]]:
+def run_generation(args, model, predictor, prompts: list[torch.Tensor]) -> tuple[list[dict], list[dict]]:
     """Per-prompt rows and per-method summary rows."""
-    prompts = heldout_prompts(tokenizer, args.prompts, args.new_tokens, args.device)
     table = methods(args, model, predictor)
     for setup, kwargs in table.values():  # warm-up
         setup()
@@ -190,11 +214,12 @@ def plot_generation(summary: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="local Hugging Face checkpoint (default: the bundled demo)")
+    parser.add_argument("--model", default=DEFAULT_DEMO, help=f"a demo ({', '.join(DEMOS)}) or a local Hugging Face checkpoint")
+    parser.add_argument("--classes", nargs="+", choices=PROMPT_CLASSES, help="prompt classes (default: chat and code, code only without a chat template)")
     parser.add_argument("--tokenizer")
     parser.add_argument("--predictor", help="predictor directory for --model")
     parser.add_argument("--draft-model", help="a smaller checkpoint for HF assisted generation")
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per class")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trees", nargs="*", type=parse_tree_arg, default=["chain", 5, "default"],
@@ -208,7 +233,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--step-timing", action="store_true", help="time one step by tree size instead")
-    parser.add_argument("--shape", default="demo", help="--step-timing model: demo or llama-2-7b (random weights)")
+    parser.add_argument("--shape", default=DEFAULT_DEMO, help=f"--step-timing model: {', '.join(DEMOS)} or llama-2-7b (random weights)")
     parser.add_argument("--prefix", type=int, default=512, help="--step-timing cached prefix length")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -222,22 +247,26 @@ def main() -> None:
         run_step_timing(args, meta, device_kind)
         return
     model, tokenizer, predictor = load(args)
-    tag = "demo" if args.model is None else Path(args.model).name
-    rows, summary = run_generation(args, model, tokenizer, predictor)
-    stem = args.out / f"e2e-{tag}-{device_kind}"
-    write_csv(stem.with_suffix(".csv"), rows)
-    stem.with_suffix(".json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
-    cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
-    title = f"{tag}: {len(rows) // len(summary)} held-out prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
-    plot_generation(summary, stem.with_suffix(".png"), title)
-    plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
-    print("\n| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for s in summary:
-        cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
-        print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')}x "
-              f"| {cell(s['tau'], '.2f')} | {cell(s['rows_per_step'], '.1f')} | {s['exact_match']:.0%} |")
-    print(f"wrote {stem}.csv, .json, .png, -auto.png")
+    tag = Path(args.model).name
+    classes = args.classes or (PROMPT_CLASSES if tokenizer.chat_template else ("code",))
+    for name in classes:
+        print(f"== {name} prompts ==")
+        prompts = class_prompts(name, tokenizer, args.prompts, args.new_tokens, args.device)
+        rows, summary = run_generation(args, model, predictor, prompts)
+        stem = args.out / f"e2e-{tag}-{name}-{device_kind}"
+        write_csv(stem.with_suffix(".csv"), rows)
+        stem.with_suffix(".json").write_text(json.dumps({**meta, "prompt_class": name, "summary": summary}, indent=2) + "\n")
+        cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
+        title = f"{tag}: {len(rows) // len(summary)} held-out {name} prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
+        plot_generation(summary, stem.with_suffix(".png"), title)
+        plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
+        print(f"\n{name} prompts\n| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for s in summary:
+            cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
+            print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')}x "
+                  f"| {cell(s['tau'], '.2f')} | {cell(s['rows_per_step'], '.1f')} | {s['exact_match']:.0%} |")
+        print(f"wrote {stem}.csv, .json, .png, -auto.png")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from bench.common import write_csv
 from specdec import FIRPDrafts, FuturePredictor, kernels, load_demo, patch, unpatch
 from specdec.cache import TreeKVCache
 from specdec.decoding import ModelParts, forward_step, prefill
+from specdec.demo import DEMOS
 from specdec.train import cache_kwarg
 from specdec.tree import StepLayout, TreeShape, best_paths
 
@@ -30,12 +31,12 @@ LLAMA_2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, n
 
 
 def build(shape: str, device: str, dtype: torch.dtype):
-    """``(model, predictor)``: the demo, or a Llama-2-7B-shaped model with random weights and an identity predictor."""
-    if shape == "demo":
-        model, _, predictor = load_demo(dtype=dtype, device=device)
+    """``(model, predictor)``: a demo model, or a Llama-2-7B-shaped model with random weights and an identity predictor."""
+    if shape in DEMOS:
+        model, _, predictor = load_demo(shape, dtype=dtype, device=device)
         return model, predictor
     if shape != "llama-2-7b":
-        raise SystemExit(f"unknown --shape {shape!r}: demo or llama-2-7b")
+        raise SystemExit(f"unknown --shape {shape!r}: one of {DEMOS} or llama-2-7b")
     with torch.device(device):
         model = LlamaForCausalLM._from_config(LlamaConfig(**LLAMA_2_7B), dtype=dtype).eval()
     return model, FuturePredictor.for_model(model, layer=8, k=3)

@@ -1,4 +1,7 @@
-"""Command line: ``python -m specdec train ...`` and ``python -m specdec demo``."""
+"""Command line: ``python -m specdec train|distill|demo ...``.
+
+``--model`` takes a local Hugging Face folder or a demo name (``smollm2-135m``, ``stdlib-9m``).
+"""
 
 import argparse
 import json
@@ -7,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .demo import DEMO_TREE
+from .demo import DEFAULT_DEMO, DEMOS
 from .tree import parse_tree_arg
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -22,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a FIRP predictor for a local Hugging Face checkpoint")
-    train.add_argument("--model", required=True, help="local model directory")
+    train.add_argument("--model", required=True, help="local model directory or demo name")
     train.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     train.add_argument("--data", nargs="+", required=True, help="text files, folders or JSONL files")
     train.add_argument("--eval-data", nargs="+", help="held-out text (default: the last 5%% of --data)")
@@ -42,28 +45,69 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", help="where checkpoints go (default: OUT/checkpoints)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     train.add_argument("--checkpoint-every", type=int, default=100)
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the frozen model's passes (faster on AMX CPUs)")
+    train.add_argument("--eval-every", type=int, default=0, help="record held-out accuracy every N steps (checkpoint-dir/curve.jsonl)")
     train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
     train.add_argument("--max-new-tokens", type=int, default=64)
     train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name or node count for tau")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
-    demo = commands.add_parser("demo", help="plain vs patched generation on the bundled demo model")
-    demo.add_argument("--max-new-tokens", type=int, default=128)
-    demo.add_argument("--tree", type=parse_tree_arg, default=DEMO_TREE, help="tree name or node count")
-    demo.add_argument("--backend", default="auto")
+    distill = commands.add_parser("distill", help="self-distillation data: the model's own responses to a prompt set")
+    distill.add_argument("--model", required=True, help="local model directory or demo name")
+    distill.add_argument("--prompts", required=True, help="JSONL prompt records (see specdec.distill)")
+    distill.add_argument("--out", required=True, help="JSONL file the responses are appended to")
+    distill.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (0: greedy)")
+    distill.add_argument("--max-new-tokens", type=int, default=256)
+    distill.add_argument("--batch-size", type=int, default=8)
+    distill.add_argument("--samples", type=int, default=1, help="responses per prompt")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--resume", action="store_true", help="continue an existing --out file")
+    distill.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    distill.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+    demo = commands.add_parser("demo", help="plain vs patched generation on a demo model")
+    demo.add_argument("--name", choices=DEMOS, default=DEFAULT_DEMO)
+    demo.add_argument("--max-new-tokens", type=int, default=None, help="default: per demo")
     return parser
 
 
-def run_train(args) -> None:
+def model_folder(name_or_dir: str) -> str:
+    """A model folder: ``name_or_dir`` itself, or the folder of the demo of that name."""
+    if name_or_dir in DEMOS:
+        from .demo import demo_paths
+
+        return str(demo_paths(name_or_dir)[0])
+    return name_or_dir
+
+
+def load_model(args):
+    """``(model, tokenizer)`` of ``args.model`` (and ``args.tokenizer`` when given) in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    folder = model_folder(args.model)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[args.dtype]).to(args.device).eval()
+    return model, AutoTokenizer.from_pretrained(getattr(args, "tokenizer", None) or folder)
+
+
+def run_distill(args) -> None:
+    from .distill import distill, read_prompts
+
+    records = read_prompts(args.prompts)
+    model, tokenizer = load_model(args)
+    written = distill(
+        model, tokenizer, records, args.out, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, samples=args.samples, seed=args.seed, resume=args.resume,
+    )
+    print(f"wrote {written} responses to {args.out}")
+
+
+def run_train(args) -> None:
     from .sweep import best_layer, format_table, measure_tau, sweep_layers
     from .train import TrainConfig, evaluate_predictor, train_predictor
     from .train_data import as_sequences, read_corpus
 
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=DTYPES[args.dtype]).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    model, tokenizer = load_model(args)
     sequences = as_sequences(model, read_corpus(args.data, args.text_field), tokenizer, args.seq_len)
     if args.eval_data:
         held_out = as_sequences(model, read_corpus(args.eval_data, args.text_field), tokenizer, args.seq_len)
@@ -85,6 +129,8 @@ def run_train(args) -> None:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        bf16=args.bf16,
+        eval_every=args.eval_every,
     )
     print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
     if args.layers:
@@ -100,7 +146,7 @@ def run_train(args) -> None:
         sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
     else:
         config.checkpoint_dir = str(checkpoints)
-        predictor = train_predictor(model, sequences, args.layer, args.k, config=config)
+        predictor = train_predictor(model, sequences, args.layer, args.k, config=config, eval_data=held_out)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
         sweep = None
@@ -117,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             run_train(args)
+        elif args.command == "distill":
+            run_distill(args)
         else:
-            from .demo import run_demo
+            from .demo_run import run_demo
 
-            run_demo(max_new_tokens=args.max_new_tokens, tree=args.tree, backend=args.backend)
-    except (ValueError, FileNotFoundError) as err:
+            run_demo(args.name, max_new_tokens=args.max_new_tokens)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

