@@ -106,14 +106,23 @@ def methods(args, model, predictor):
         label = f"{tree} nodes" if isinstance(tree, int) else tree
         table[f"specdec {label}{suffix}"] = (
             lambda tree=tree, source=source: patch(model, source, tree=tree, backend=args.backend), {})
+    for temperature in args.temperatures:  # do_sample=True: each against plain sampling at the same temperature
+        sampled = {"do_sample": True, "temperature": temperature}
+        table[f"plain sampling T={temperature}"] = (plain, sampled)
+        table[f"specdec auto (defaults) sampling T={temperature}"] = (lambda: patch(model, predictor, backend=args.backend), sampled)
     return table
+
+
+def baseline_of(name: str) -> str:
+    """The method a row's speedup is measured against: plain sampling at its temperature, else plain greedy."""
+    return "plain sampling T=" + name.split("sampling T=")[1] if "sampling T=" in name else "plain greedy"
 
 
 def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]:
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, **kwargs)
+    out = model.generate(ids, max_new_tokens=new_tokens, **{"do_sample": False, **kwargs})
     sync()
     return out, time.perf_counter() - start
 
@@ -142,31 +151,35 @@ def run_generation(args, model, predictor, prompts: list[torch.Tensor]) -> tuple
                 "method": name, "prompt": number, "prompt_tokens": ids.shape[1], "new_tokens": new,
                 "seconds": statistics.median(seconds[name]), "steps": run.steps if run else None,
                 "nodes_per_step": run.tree_nodes if run else None, "rows_per_step": run.mean_rows if run else None,
-                "exact": bool(torch.equal(outputs[name], reference)),
+                "exact": None if table[name][1].get("do_sample") else bool(torch.equal(outputs[name], reference)),
             })
         print(f"prompt {number}: " + ", ".join(f"{r['method']} {r['new_tokens'] / r['seconds']:.1f} tok/s" for r in rows[-len(table):]))
     return rows, summarize(rows, list(table))
 
 
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
-    """Per method: tokens/s, speedup over plain greedy and over HF prompt lookup, tau, rows per step, exactness."""
-    def total_seconds(name_prefix):
-        return sum(r["seconds"] for r in rows if r["method"].startswith(name_prefix))
+    """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`) and, for greedy
+    methods, over HF prompt lookup; tau, rows per step, exactness (greedy methods only)."""
+    def tokens_per_second(name_prefix):
+        mine = [r for r in rows if r["method"].startswith(name_prefix)]
+        return sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine) if mine else None
 
-    plain_seconds, lookup_seconds = total_seconds("plain greedy"), total_seconds("HF prompt lookup")
+    lookup = tokens_per_second("HF prompt lookup")
     summary = []
     for name in names:
         mine = [r for r in rows if r["method"] == name]
-        tokens, seconds = sum(r["new_tokens"] for r in mine), sum(r["seconds"] for r in mine)
+        speed = tokens_per_second(name)
         steps = [r["steps"] for r in mine if r["steps"] is not None]
+        exact = [r["exact"] for r in mine if r["exact"] is not None]
+        greedy = "sampling" not in name
         summary.append({
             "method": name,
-            "tokens_per_s": tokens / seconds,
-            "speedup": plain_seconds / seconds,
-            "vs_prompt_lookup": lookup_seconds / seconds if lookup_seconds else None,
-            "tau": tokens / sum(steps) if steps else None,
+            "tokens_per_s": speed,
+            "speedup": speed / tokens_per_second(baseline_of(name)),
+            "vs_prompt_lookup": speed / lookup if lookup and greedy else None,
+            "tau": sum(r["new_tokens"] for r in mine) / sum(steps) if steps else None,
             "rows_per_step": sum(r["rows_per_step"] * r["steps"] for r in mine) / sum(steps) if steps else None,
-            "exact_match": sum(r["exact"] for r in mine) / len(mine),
+            "exact_match": sum(exact) / len(exact) if exact else None,
             "prompts": len(mine),
         })
     return summary
@@ -175,7 +188,7 @@ def summarize(rows: list[dict], names: list[str]) -> list[dict]:
 def plot_auto(rows: list[dict], method: str, path: Path, title: str) -> None:
     """Per prompt, what ``tree="auto"`` chose (draft nodes and rows per step) and what it got (tau, speedup)."""
     mine = [r for r in rows if r["method"] == method]
-    plain = {r["prompt"]: r["seconds"] for r in rows if r["method"] == "plain greedy"}
+    plain = {r["prompt"]: r["seconds"] / r["new_tokens"] for r in rows if r["method"] == "plain greedy"}
     prompts = [r["prompt"] for r in mine]
     fig, (ax_choice, ax_gain) = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.4
@@ -185,7 +198,7 @@ def plot_auto(rows: list[dict], method: str, path: Path, title: str) -> None:
     ax_choice.set_title("what auto chose (means over the steps)")
     ax_choice.legend(fontsize=8)
     ax_gain.bar([p - width / 2 for p in prompts], [r["new_tokens"] / r["steps"] for r in mine], width, label="tau")
-    ax_gain.bar([p + width / 2 for p in prompts], [plain[r["prompt"]] / r["seconds"] for r in mine], width, label="speedup vs plain")
+    ax_gain.bar([p + width / 2 for p in prompts], [plain[r["prompt"]] * r["new_tokens"] / r["seconds"] for r in mine], width, label="speedup vs plain")
     ax_gain.axhline(1, color="grey", lw=0.8)
     ax_gain.set_xlabel("prompt")
     ax_gain.set_title("what it got")
@@ -202,7 +215,8 @@ def plot_generation(summary: list[dict], path: Path, title: str) -> None:
     speed = [s["tokens_per_s"] for s in summary][::-1]
     bars = ax.barh(names, speed, color=["#4c72b0" if n.startswith("specdec") else "#999999" for n in names])
     for bar, s in zip(bars, summary[::-1]):
-        note = f" {s['speedup']:.2f}x" + (f", tau {s['tau']:.2f}" if s["tau"] else "") + f", exact {s['exact_match']:.0%}"
+        note = f" {s['speedup']:.2f}x" + (f", tau {s['tau']:.2f}" if s["tau"] else "")
+        note += f", exact {s['exact_match']:.0%}" if s["exact_match"] is not None else " vs plain sampling"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center", fontsize=9)
     ax.set_xlabel("tokens / s (median over repeats)")
     ax.set_xlim(0, max(speed) * 1.45)
@@ -229,6 +243,8 @@ def main() -> None:
     parser.add_argument("--identity-check", action=argparse.BooleanOptionalAction, default=True,
                         help="also run tree='auto' with an untrained identity predictor and no lookup (useless drafts)")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
+    parser.add_argument("--temperatures", nargs="*", type=float, default=[0.7, 1.0],
+                        help="also run do_sample=True at these temperatures: plain sampling and the specdec defaults")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -263,9 +279,10 @@ def main() -> None:
         print(f"\n{name} prompts\n| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for s in summary:
-            cell = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
-            print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')}x "
-                  f"| {cell(s['tau'], '.2f')} | {cell(s['rows_per_step'], '.1f')} | {s['exact_match']:.0%} |")
+            cell = lambda value, fmt: "-" if value is None else format(value, fmt) + ("x" if fmt == ".2f" else "")  # noqa: E731
+            exact = "n/a (sampled)" if s["exact_match"] is None else f"{s['exact_match']:.0%}"
+            print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')} "
+                  f"| {cell(s['tau'], '.3f')} | {cell(s['rows_per_step'], '.1f')} | {exact} |")
         print(f"wrote {stem}.csv, .json, .png, -auto.png")
 
 

@@ -54,7 +54,7 @@ class PatchState:
 class Tuning:
     """What ``tree="auto"`` learns about a model, kept across ``generate`` and ``patch`` calls:
     step-cost curves per (device, dtype), layout caches per (device, k), and a
-    :class:`~specdec.planner.DraftingMemory` per draft source."""
+    :class:`~specdec.planner.DraftingMemory` per draft source and decoding regime."""
 
     costs: dict = field(default_factory=dict)
     layouts: dict = field(default_factory=dict)
@@ -166,7 +166,7 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     stop = StopChecker(stopping_criteria, generation_config.max_length)
     rule = rule_for(generation_config, logits_processor)
     sequence, run_stats = speculative_generate(
-        state.parts, state.source, _planner(model, state), input_ids, stop, rule, state.backend, specdec_streamer
+        state.parts, state.source, _planner(model, state, rule.regime), input_ids, stop, rule, state.backend, specdec_streamer
     )
     if specdec_streamer is not None:
         specdec_streamer.end()
@@ -174,8 +174,9 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     return sequence
 
 
-def _planner(model, state: PatchState) -> "AutoPlanner | StaticPlanner":
-    """The planner of one ``generate`` call, with what earlier calls learned for ``tree="auto"``."""
+def _planner(model, state: PatchState, regime: tuple) -> "AutoPlanner | StaticPlanner":
+    """The planner of one ``generate`` call, with what earlier calls in the same ``regime`` (greedy,
+    or sampling at given settings: acceptance differs between them) learned for ``tree="auto"``."""
     param = model.get_input_embeddings().weight
     source = state.source
     if state.shape is not None:
@@ -183,7 +184,7 @@ def _planner(model, state: PatchState) -> "AutoPlanner | StaticPlanner":
     tuning = _TUNING.setdefault(model, Tuning())
     cost = tuning.costs.setdefault((param.device, param.dtype), StepCost())
     layouts = tuning.layouts.setdefault((param.device, source.k), LayoutCache(source.k, param.device))
-    memory = tuning.memories.setdefault(state.owner, DraftingMemory())
+    memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
     num_layers = len(state.parts.layers)
     fraction = (num_layers - source.layer - 1) / num_layers if source.layer is not None else 0.0
     return AutoPlanner(source.k, fraction, max(source.k, source.chain_depth), memory, cost, layouts)

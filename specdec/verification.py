@@ -76,6 +76,8 @@ def row_contexts(plan: Plan, tokens: list[int]) -> list[list[int]]:
 class GreedyRule:
     """Targets are argmaxes (see the module docstring)."""
 
+    regime = ("greedy",)
+
     def __init__(self, processors):
         self.processors = processors
 
@@ -106,6 +108,8 @@ class SamplingRule:
     def __init__(self, processors):
         self.processors = processors
         self.seed = int(torch.randint(2**62, ()))
+        # Acceptance under sampling depends on the warpers: tree="auto" keeps statistics per setting.
+        self.regime = ("sample", *(f"{type(p).__name__}:{vars(p)}" for p in processors if type(p).__name__.endswith("Warper")))
 
     def targets(self, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str):
         layout = plan.layout
