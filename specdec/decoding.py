@@ -16,7 +16,7 @@ from transformers import LogitsProcessorList
 
 from . import kernels
 from .attention import STEP_KWARG, StepAttention
-from .cache import TreeKVCache
+from .cache import MIN_CAPACITY, TreeKVCache
 from .drafts import DraftContext, DraftSource
 from .greedy_rules import StopChecker, active_processors, processed_argmax
 from .stats import DecodeStats
@@ -133,7 +133,7 @@ def speculative_generate(
     first = StepLayout.build(TreeShape(()), pseudo, device)
     drafted = StepLayout.build(shape, pseudo, device)
     cache = TreeKVCache(len(parts.layers), stop.max_length + drafted.num_rows)
-    sequence = input_ids.new_empty(1, stop.max_length + shape.depth + 1)
+    sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + shape.depth + 1)
     sequence[:, :prompt_len] = input_ids
     tokens = input_ids[0].tolist()
     length = prompt_len
@@ -154,6 +154,8 @@ def speculative_generate(
         steps += 1
         if layout is drafted:
             accepted.append(n_accepted)
+        if length + n_accepted + 1 > sequence.shape[1]:  # grows by doubling, like the KV cache
+            sequence = torch.cat([sequence, torch.empty_like(sequence)], dim=1)
         sequence[0, length : length + n_accepted + 1] = emitted[: n_accepted + 1]
         finished = False
         for token in new_tokens:

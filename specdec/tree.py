@@ -62,6 +62,12 @@ class TreeShape:
         if isinstance(spec, int) and not isinstance(spec, bool):
             if spec < 1:
                 raise ValueError(f"a tree needs at least 1 node, got {spec}")
+            most = sum(len(RANK_PRIOR) ** depth for depth in range(1, k + 1))
+            if spec > most:
+                raise ValueError(
+                    f"tree={spec} asks for more nodes than exist: with k={k} and {len(RANK_PRIOR)} candidate "
+                    f"ranks per depth a tree has at most {most} nodes (pass a list of paths for other ranks)"
+                )
             return cls(tuple(sorted(best_paths(spec, k), key=lambda p: (len(p), p))))
         if isinstance(spec, str):
             if spec == "chain":

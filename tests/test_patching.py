@@ -150,7 +150,7 @@ def test_transfer_layer_out_of_range(model, layer):
 
 @pytest.mark.parametrize("k", [0, -2])
 def test_k_below_one(model, k):
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         FuturePredictor.for_model(model, layer=1, k=k)
 
 
