@@ -2,11 +2,16 @@
 
 Patching validates everything first (a bad argument leaves the model as it
 was), switches the model to the wrapping attention implementation (see
-:mod:`specdec.attention`) and overrides ``generate`` on the instance only. The
+:mod:`specdec.attention`) and overrides ``generate`` on the instance only (plus
+the helper that would drop ``tokenizer``, see ``_generation_mode_kwargs``). The
 override calls transformers' own ``generate`` with ``custom_generate`` set to
 the speculative loop, so generation configs, stopping criteria and logits
 processors are prepared by transformers exactly as for plain decoding. Requests
 the loop does not cover run the original ``generate`` after a one-time warning.
+
+Nothing of the model is captured at patch time: each call reads its modules
+again, re-runs ``patch()``'s checks and re-wraps a switched attention
+implementation, so changes made after ``patch()`` cannot silently go unseen.
 """
 
 import types

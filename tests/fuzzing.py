@@ -193,7 +193,8 @@ def run_case(case: FuzzCase) -> None:
     ids = torch.tensor([case.prompt])
     kwargs = dict(max_new_tokens=case.max_new_tokens, do_sample=False, **case.options)
     kwargs.update(_eos_kwarg(case, plain_model, ids, kwargs))
-    expected = plain_model.generate(ids, **kwargs)
+    plain = plain_model.generate(ids, **kwargs, output_scores=True, return_dict_in_generate=True)
+    expected = plain.sequences
 
     model = _model(case)
     specdec.patch(model, _source(case, model, expected[0].tolist()), tree=case.tree, backend=case.backend)
@@ -202,4 +203,4 @@ def run_case(case: FuzzCase) -> None:
     stats = specdec.stats(model)
     assert stats.fallback is None, f"fell back: {stats.fallback}"
     assert stats.new_tokens == out.shape[1] - ids.shape[1]
-    assert_greedy_equivalent(plain_model, expected, out)
+    assert_greedy_equivalent(plain_model, expected, out, scores=plain.scores)

@@ -33,8 +33,11 @@ def tie_tolerance(logit: float, dtype: torch.dtype) -> float:
 def top2_gap(model, sequence: torch.Tensor, pos: int) -> tuple[float, float]:
     """``(gap, top logit)`` of the plain model's fp32-cast logits for the token at ``pos`` of ``sequence [1, L]``."""
     with torch.no_grad():
-        logits = model(sequence[:, :pos]).logits[0, -1].float()
-    top2 = logits.topk(2).values
+        return _gap(model(sequence[:, :pos]).logits[0, -1])
+
+
+def _gap(scores: torch.Tensor) -> tuple[float, float]:
+    top2 = scores.float().topk(2).values
     return float(top2[0] - top2[1]), float(top2[0])
 
 
@@ -45,13 +48,21 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
     return int(diff[0]) if diff.numel() else None
 
 
-def assert_greedy_equivalent(model, plain: torch.Tensor, patched: torch.Tensor) -> None:
-    """``patched [1, L']`` must equal ``plain [1, L]`` (unpatched greedy) up to a near-tie flip."""
+def assert_greedy_equivalent(model, plain: torch.Tensor, patched: torch.Tensor, scores=None) -> None:
+    """``patched [1, L']`` must equal ``plain [1, L]`` (unpatched greedy) up to a near-tie flip.
+
+    ``scores``: plain ``generate``'s processed scores (``output_scores=True``), one ``[1, V]``
+    per new token. Pass them when logits processors ran: the gap that matters is the one
+    greedy search compared, after them. Without them the gap is read from the raw logits.
+    """
     if torch.equal(plain, patched):
         return
     pos = first_difference(plain, patched)
     assert pos is not None, f"one output is a prefix of the other: lengths {plain.shape[1]} vs {patched.shape[1]}"
-    gap, top = top2_gap(model, plain, pos)
+    if scores is None:
+        gap, top = top2_gap(model, plain, pos)
+    else:
+        gap, top = _gap(scores[pos - (plain.shape[1] - len(scores))][0])
     dtype = next(model.parameters()).dtype
     assert gap <= tie_tolerance(top, dtype), (
         f"outputs differ at position {pos} where the plain model's top-2 gap is {gap:.3g} (not a near-tie): "
