@@ -19,8 +19,8 @@ class TreeKVCache:
     Storage grows with use, not with the request's limit: a layer's buffer is allocated on
     its first update with room for ``max(needed, MIN_CAPACITY)`` positions and doubles when
     full, but doubling stops at ``max_positions`` (the most a request can use). At peak a
-    layer holds fewer than ``max(2 * used, MIN_CAPACITY)`` positions, ``used`` being the
-    most it ever held at once, plus the old buffer for the moment of a copy.
+    layer holds at most ``max(2 * used, MIN_CAPACITY)`` positions, ``used`` being the most
+    it ever held at once, plus the old buffer for the moment of a copy.
     """
 
     def __init__(self, num_layers: int, max_positions: int):

@@ -4,20 +4,11 @@
 """
 
 import pytest
-import torch
 
 from fuzzing import run_case, sample_case
 
 SUITE_CASES = 48
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose much to it on a busy 2-core machine (20x seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("seed", range(SUITE_CASES))
