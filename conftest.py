@@ -1,4 +1,4 @@
-"""Run Triton kernels interpreted when there is no GPU.
+"""Run Triton kernels interpreted when there is no GPU; the ``one_thread`` fixture.
 
 TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it must be
 set before ``specdec.kernels`` is imported; pytest loads this file first.
@@ -6,7 +6,18 @@ set before ``specdec.kernels`` is imported; pytest loads this file first.
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny models gain nothing from a second thread and
+    lose much to it on a busy 2-core machine (20x slower seen under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

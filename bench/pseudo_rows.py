@@ -40,8 +40,8 @@ def main() -> None:
     prompts = heldout_prompts(tokenizer, args.prompts, args.new_tokens, "cpu")
     chosen = patching._planner
 
-    def every_row(model, state, regime):
-        planner = chosen(model, state, regime)
+    def every_row(model, state, parts, source, regime):
+        planner = chosen(model, state, parts, source, regime)
         return EveryRowPlanner(planner.k, planner.fraction, planner.max_depth, planner.memory, planner.cost, planner.layouts)
 
     # (planner factory, source): the sources are equal (FIRP + lookup) but distinct objects, so each

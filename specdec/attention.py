@@ -5,6 +5,11 @@ or ``eager``) to ``specdec_X``. Calls that carry a :class:`StepAttention` in the
 ``specdec_step`` keyword (only the FIRP decoder passes it) run tree-masked
 attention; every other call is handed to ``X`` unchanged, with ``X``'s own mask
 function, so the model behaves exactly as before outside speculative decoding.
+
+Any other attention function would ignore the ``specdec_step`` keyword and attend
+causally over the step's rows, so every patched ``generate`` call first checks,
+with :func:`ensure_wrapped`, that each attention module still resolves to a
+wrapper (a user may switch implementations after ``patch()``).
 """
 
 import sys
@@ -69,6 +74,38 @@ def _make_attention(original: str):
 
     specdec_attention.__name__ = f"specdec_attention_{original}"
     return specdec_attention
+
+
+def unwrapped_name(name: str) -> str:
+    """The implementation that ``name`` wraps (``name`` itself when it is not a specdec wrapper)."""
+    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
+
+
+def layer_implementations(layers) -> set[str]:
+    """The attention implementations the decoder ``layers`` resolve at call time (read from each module's config)."""
+    return {layer.self_attn.config._attn_implementation for layer in layers}
+
+
+def ensure_wrapped(model, layers) -> str | None:
+    """Make every attention module of ``layers`` run a specdec wrapper; return why that is impossible, or None.
+
+    A model switched back to ``sdpa`` or ``eager`` after ``patch()`` (``set_attn_implementation``,
+    ``config._attn_implementation = ...``) is wrapped again around the implementation it now
+    uses, so the user's choice still computes every call outside speculative decoding.
+    """
+    found = layer_implementations(layers)
+    originals = {unwrapped_name(name) for name in found}
+    if len(originals) > 1:
+        return f"the decoder layers use different attention implementations {sorted(found)}"
+    (original,) = originals
+    if original not in WRAPPABLE:
+        return f"attention implementation {original!r} (specdec wraps {' and '.join(WRAPPABLE)})"
+    name = wrapped_name(original)
+    if found != {name}:
+        model.set_attn_implementation(name)
+        if layer_implementations(layers) != {name}:
+            return f"attention implementation {original!r} could not be wrapped in every decoder layer"
+    return None
 
 
 def wrapped_name(original: str) -> str:

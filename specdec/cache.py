@@ -1,4 +1,4 @@
-"""Preallocated per-layer KV cache with in-place compaction of accepted rows.
+"""Per-layer KV cache that grows with use, with in-place compaction of accepted rows.
 
 Transformers' attention modules call ``cache.update(keys, values, layer_idx, ...)``
 and attend over what it returns; this class answers that call, so the decoder
@@ -10,14 +10,23 @@ nodes of every layer and drops the rest.
 
 import torch
 
+MIN_CAPACITY = 256
+
 
 class TreeKVCache:
-    """Keys and values ``[B, H_kv, capacity, D]`` per layer; ``lengths[i]`` of them are valid."""
+    """Keys and values ``[B, H_kv, capacity, D]`` per layer; ``lengths[i]`` of them are valid.
 
-    def __init__(self, num_layers: int, capacity: int):
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
+    Storage grows with use, not with the request's limit: a layer's buffer is allocated on
+    its first update with room for ``max(needed, MIN_CAPACITY)`` positions and doubles when
+    full, but doubling stops at ``max_positions`` (the most a request can use). At peak a
+    layer holds at most ``max(2 * used, MIN_CAPACITY)`` positions, ``used`` being the most
+    it ever held at once, plus the old buffer for the moment of a copy.
+    """
+
+    def __init__(self, num_layers: int, max_positions: int):
+        if max_positions < 1:
+            raise ValueError(f"max_positions must be >= 1, got {max_positions}")
+        self.max_positions = max_positions
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths = [0] * num_layers
@@ -33,9 +42,14 @@ class TreeKVCache:
         self.lengths[layer_idx] = end
         return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
+    def capacity(self, layer_idx: int = 0) -> int:
+        """Positions allocated for layer ``layer_idx`` (0 before its first update)."""
+        keys = self.keys[layer_idx]
+        return 0 if keys is None else keys.shape[2]
+
     def _grow(self, layer_idx: int, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
         old_k, old_v = self.keys[layer_idx], self.values[layer_idx]
-        size = max(self.capacity, needed) if old_k is None else max(needed, 2 * old_k.shape[2])
+        size = max(needed, min(self.max_positions, max(2 * self.capacity(layer_idx), MIN_CAPACITY)))
         batch, heads, _, head_dim = key_states.shape
         new_k = key_states.new_empty(batch, heads, size, head_dim)
         new_v = value_states.new_empty(batch, heads, size, value_states.shape[3])

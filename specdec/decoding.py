@@ -16,7 +16,7 @@ from torch import nn
 
 from . import kernels
 from .attention import STEP_KWARG, StepAttention
-from .cache import TreeKVCache
+from .cache import MIN_CAPACITY, TreeKVCache
 from .drafts import Candidates, DraftContext, DraftSource
 from .greedy_rules import StopChecker
 from .planner import LayoutCache
@@ -24,7 +24,7 @@ from .stats import DecodeStats
 from .tree import StepLayout
 from .verification import verify
 
-CACHE_SLACK = 64  # cache rows beyond max_length at the start (the cache grows when a step needs more)
+CACHE_SLACK = 64  # cache positions beyond max_length the cache may double into (a larger step still fits)
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def speculative_generate(
     start_time = time.perf_counter()
     prompt_len = input_ids.shape[1]
     cache = TreeKVCache(len(parts.layers), stop.max_length + CACHE_SLACK)
-    sequence = input_ids.new_empty(1, stop.max_length + planner.max_depth + 1)
+    sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
     sequence[:, :prompt_len] = input_ids
     context = DraftContext(input_ids[0].tolist())
     length = prompt_len
@@ -167,6 +167,8 @@ def speculative_generate(
         accepted = len(verdict.tokens) - 1
         per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
         planner.observe(plan, verdict.path)
+        if length + accepted + 1 > sequence.shape[1]:  # grows by doubling, like the KV cache
+            sequence = torch.cat([sequence, torch.empty_like(sequence)], dim=1)
         sequence[0, length : length + accepted + 1] = verdict.emitted[: accepted + 1]
         finished = False
         for token in verdict.tokens:

@@ -1,9 +1,9 @@
 """Plain greedy decoding's rules, applied token by token inside a speculative step.
 
-Stopping criteria are checked after each emitted token, as ``generate`` does;
-length and EOS criteria are read on the host, any other criterion is called on
-the sequence so far. Logits processors that depend only on the tokens so far
-(min length, repetition penalty, bad words, ...) are applied per verified row
+Stopping criteria are checked after each emitted token, as ``generate`` does:
+length and EOS criteria are read on the host, and every other criterion is called
+on the sequence so far, once per token. Logits processors that depend only on the
+tokens so far (min length, repetition penalty, bad words, ...) are applied per verified row
 with that row's own context, which keeps the output exact at the cost of
 materialising those rows' logits; a processor not known to be stateless makes
 ``generate`` fall back to the original decoding.
@@ -89,7 +89,10 @@ class StopChecker:
                 self.others.append(criterion)
 
     def stops(self, sequence: torch.Tensor, token: int) -> bool:
-        """Whether plain decoding stops right after ``sequence [1, L]``, whose last token is ``token``."""
-        if token in self.eos or sequence.shape[1] >= self.max_length:
-            return True
-        return any(bool(criterion(sequence, None).any()) for criterion in self.others)
+        """Whether plain decoding stops right after ``sequence [1, L]``, whose last token is ``token``.
+
+        Every other criterion is called once per token, also when EOS or the length limit
+        already stops, as plain ``generate``'s ``StoppingCriteriaList`` calls all of them.
+        """
+        others = [bool(criterion(sequence, None).any()) for criterion in self.others]
+        return token in self.eos or sequence.shape[1] >= self.max_length or any(others)

@@ -2,11 +2,16 @@
 
 Patching validates everything first (a bad argument leaves the model as it
 was), switches the model to the wrapping attention implementation (see
-:mod:`specdec.attention`) and overrides ``generate`` on the instance only. The
+:mod:`specdec.attention`) and overrides ``generate`` on the instance only (plus
+the helper that would drop ``tokenizer``, see ``_generation_mode_kwargs``). The
 override calls transformers' own ``generate`` with ``custom_generate`` set to
 the speculative loop, so generation configs, stopping criteria and logits
 processors are prepared by transformers exactly as for plain decoding. Requests
 the loop does not cover run the original ``generate`` after a one-time warning.
+
+Nothing of the model is captured at patch time: each call reads its modules
+again, re-runs ``patch()``'s checks and re-wraps a switched attention
+implementation, so changes made after ``patch()`` cannot silently go unseen.
 """
 
 import types
@@ -17,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation import GenerationMode
 
-from .attention import wrapped_name
+from .attention import ensure_wrapped, unwrapped_name, wrapped_name
 from .cost import StepCost
 from .decoding import ModelParts, speculative_generate
 from .drafts import DraftSource, LookupDrafts
@@ -32,19 +37,21 @@ from .verification import rule_for
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 STATE_ATTR = "_specdec_state"
 ASSISTED_KWARGS = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit", "custom_generate")
-PASSIVE_MODEL_KWARGS = ("attention_mask", "position_ids", "use_cache", "logits_to_keep", "cache", "past_key_values")
+# Model kwargs that do not change greedy decoding (``tokenizer`` is handed back by _generation_mode_kwargs).
+PASSIVE_MODEL_KWARGS = ("attention_mask", "position_ids", "use_cache", "logits_to_keep", "cache", "past_key_values", "tokenizer")
 
 
 @dataclass
 class PatchState:
-    """A patched model's settings. ``shape`` is None for ``tree="auto"``; ``owner`` is the object
-    passed to :func:`patch` (what ``tree="auto"`` keeps its statistics under)."""
+    """What ``patch()`` was given; ``prepared`` is ``source`` made ready for the device and dtype in
+    ``prepared_for``. ``shape`` is None for ``tree="auto"``; ``owner`` is the object passed to
+    :func:`patch` (what ``tree="auto"`` keeps its statistics under)."""
 
     source: DraftSource
     shape: TreeShape | None
     backend: str
-    original_attn: str
-    parts: ModelParts
+    prepared: DraftSource
+    prepared_for: tuple
     owner: object
     last_stats: DecodeStats | None = None
     warned: set = field(default_factory=set)
@@ -69,7 +76,7 @@ class _Unsupported(Exception):
 
 
 def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backend: str = "auto"):
-    """Make ``model.generate`` decode greedily with speculative drafts; returns ``model``.
+    """Make ``model.generate`` decode with speculative drafts (greedy or sampling); returns ``model``.
 
     Args:
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
@@ -83,45 +90,41 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.
+    Each ``generate`` call reads the model's modules afresh and checks them again, so later
+    changes (attention implementation, dtype, device, a new LM head) are honoured or refused.
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"model type {model_type!r} is not supported; supported types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     if isinstance(predictor, FuturePredictor):
         source = LookupDrafts(predictor)
     elif isinstance(predictor, DraftSource):
         source = predictor
     else:
         raise TypeError(f"predictor must be a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
-    source.check_model(model)
+    check_backend(backend)
     shape = None if isinstance(tree, str) and tree == "auto" else TreeShape.resolve(tree, source.k)
     if shape is not None and shape.num_nodes and not source.k:
         raise ValueError("static trees draft from pseudo rows, and this source injects none: use tree='auto'")
-    if shape is not None and shape.num_candidates > model.config.vocab_size:
-        raise ValueError(f"tree uses rank {shape.num_candidates - 1} but the vocabulary has {model.config.vocab_size} tokens")
-    check_backend(backend)
-    current = getattr(model, STATE_ATTR, None)
-    original = current.original_attn if current is not None else model.config._attn_implementation
-    name = wrapped_name(original)
-    parts = ModelParts.of(model)
-    source = source.prepared(model, backend)
+    parts = _validated(model, source, shape)
+    wrapped_name(unwrapped_name(model.config._attn_implementation))  # refuses flash/flex/... before any change
+    prepared = source.prepared(model, backend)
 
-    if model.config._attn_implementation != name:
-        model.set_attn_implementation(name)
-        if model.config._attn_implementation != name:
-            raise RuntimeError(f"transformers refused attn_implementation={name!r} for {type(model).__name__}")
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, original, parts, predictor))
-    model.generate = types.MethodType(_patched_generate, model)
+    reason = ensure_wrapped(model, parts.layers)
+    if reason is not None:
+        raise ValueError(f"specdec cannot patch this model: {reason}")
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), predictor))
+    for name, method in _OVERRIDES.items():
+        setattr(model, name, types.MethodType(method, model))
     return model
 
 
 def unpatch(model):
-    """Restore the original ``generate`` and attention implementation; returns ``model``."""
-    state = getattr(model, STATE_ATTR, None)
-    if state is None:
+    """Restore the original ``generate`` and the attention implementation the model now wraps; returns ``model``."""
+    if getattr(model, STATE_ATTR, None) is None:
         return model
-    model.set_attn_implementation(state.original_attn)
-    del model.generate
+    current = model.config._attn_implementation
+    if unwrapped_name(current) != current:
+        model.set_attn_implementation(unwrapped_name(current))
+    for name in _OVERRIDES:
+        delattr(model, name)
     delattr(model, STATE_ATTR)
     return model
 
@@ -136,6 +139,47 @@ def stats(model) -> DecodeStats | None:
     if state is None:
         raise ValueError("model is not patched with specdec.patch()")
     return state.last_stats
+
+
+def _validated(model, source: DraftSource, shape: TreeShape | None) -> ModelParts:
+    """Check that ``source`` and ``shape`` can serve ``model`` as it is now; return its decoder parts."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(f"model type {model_type!r} is not supported; supported types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    if model.get_output_embeddings() is None or not hasattr(getattr(model, "model", None), "layers"):
+        raise ValueError(
+            f"specdec needs a *ForCausalLM model with an LM head, got {type(model).__name__} "
+            "(load it with AutoModelForCausalLM)"
+        )
+    source.check_model(model)
+    if shape is not None and shape.num_candidates > model.config.vocab_size:
+        raise ValueError(f"tree uses rank {shape.num_candidates - 1} but the vocabulary has {model.config.vocab_size} tokens")
+    return ModelParts.of(model)
+
+
+def _placement(model) -> tuple:
+    """``(device, dtype)`` of the model's embeddings: what a prepared draft source depends on."""
+    weight = model.get_input_embeddings().weight
+    return weight.device, weight.dtype
+
+
+def _bind(model, state: PatchState) -> tuple[ModelParts, DraftSource]:
+    """The model's modules as they are at this call, checked again, and the draft source prepared for them.
+
+    Raises ``ValueError`` when the model no longer passes ``patch()``'s checks, and ``_Unsupported``
+    (the original ``generate`` runs) when its attention implementation cannot be wrapped.
+    """
+    try:
+        parts = _validated(model, state.source, state.shape)
+    except ValueError as err:
+        raise ValueError(f"{err} (the model changed after specdec.patch(); patch it again or call specdec.unpatch())") from None
+    reason = ensure_wrapped(model, parts.layers)
+    if reason is not None:
+        raise _Unsupported(reason)
+    placement = _placement(model)
+    if placement != state.prepared_for:
+        state.prepared, state.prepared_for = state.source.prepared(model, state.backend), placement
+    return parts, state.prepared
 
 
 def _patched_generate(model, *args, **kwargs):
@@ -155,48 +199,63 @@ def _patched_generate(model, *args, **kwargs):
     return type(model).generate(model, *args, **kwargs)
 
 
+def _generation_mode_kwargs(model, custom_generate, kwargs, *args):
+    """transformers' own extraction, keeping the ``tokenizer`` it drops for ``custom_generate`` callables.
+
+    Without it, ``stop_strings`` (and token healing) find no tokenizer. ``kwargs`` is
+    ``generate``'s keyword dict, which the extraction pops from.
+    """
+    tokenizer = kwargs.get("tokenizer")
+    mode_kwargs = type(model)._extract_generation_mode_kwargs(model, custom_generate, kwargs, *args)
+    if tokenizer is not None:
+        mode_kwargs.setdefault("tokenizer", tokenizer)
+    return mode_kwargs
+
+
+# Methods set on a patched model instance (and removed by unpatch).
+_OVERRIDES = {"generate": _patched_generate, "_extract_generation_mode_kwargs": _generation_mode_kwargs}
+
+
 def _speculative(model, input_ids, logits_processor, stopping_criteria, generation_config, specdec_streamer=None, **model_kwargs):
-    """The ``custom_generate`` callable: FIRP greedy decoding, or ``_Unsupported`` before any work."""
+    """The ``custom_generate`` callable: speculative decoding, or ``_Unsupported`` before any work."""
     state = getattr(model, STATE_ATTR)
     reason = unsupported_request(input_ids, logits_processor, generation_config, model_kwargs)
     if reason is not None:
         raise _Unsupported(reason)
+    parts, source = _bind(model, state)
     if specdec_streamer is not None:
         specdec_streamer.put(input_ids.cpu())
     stop = StopChecker(stopping_criteria, generation_config.max_length)
     rule = rule_for(generation_config, logits_processor)
-    sequence, run_stats = speculative_generate(
-        state.parts, state.source, _planner(model, state, rule.regime), input_ids, stop, rule, state.backend, specdec_streamer
-    )
+    planner = _planner(model, state, parts, source, rule.regime)
+    sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
     if specdec_streamer is not None:
         specdec_streamer.end()
     state.last_stats = run_stats
     return sequence
 
 
-def _planner(model, state: PatchState, regime: tuple) -> "AutoPlanner | StaticPlanner":
+def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, regime: tuple) -> "AutoPlanner | StaticPlanner":
     """The planner of one ``generate`` call, with what earlier calls in the same ``regime`` (greedy,
     or sampling at given settings: acceptance differs between them) learned for ``tree="auto"``."""
-    param = model.get_input_embeddings().weight
-    source = state.source
+    device, dtype = _placement(model)
     if state.shape is not None:
-        return StaticPlanner(state.shape, source.k, param.device)
+        return StaticPlanner(state.shape, source.k, device)
     tuning = _TUNING.setdefault(model, Tuning())
-    cost = tuning.costs.setdefault((param.device, param.dtype), StepCost())
-    layouts = tuning.layouts.setdefault((param.device, source.k), LayoutCache(source.k, param.device))
+    cost = tuning.costs.setdefault((device, dtype), StepCost())
+    layouts = tuning.layouts.setdefault((device, source.k), LayoutCache(source.k, device))
     memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
-    num_layers = len(state.parts.layers)
+    num_layers = len(parts.layers)
     fraction = (num_layers - source.layer - 1) / num_layers if source.layer is not None else 0.0
     return AutoPlanner(source.k, fraction, max(source.k, source.chain_depth), memory, cost, layouts)
 
 
 def unsupported_request(input_ids, logits_processor, generation_config, model_kwargs) -> str | None:
-    """Why a prepared ``generate`` request needs the original decoding, or None if FIRP covers it."""
-    batch, length = input_ids.shape
-    if batch != 1:
-        return f"batch size {batch} (speculative decoding supports batch size 1)"
-    if length == 0:
-        return "an empty prompt"
+    """Why a prepared ``generate`` request needs the original decoding, or None if FIRP covers it.
+
+    The mode and the arguments are checked before the shape of ``input_ids``: ``generate``
+    expands it for beams and leaves it empty for ``inputs_embeds``, which are the real reasons.
+    """
     mode = generation_config.get_generation_mode()
     if mode not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
         return f"generation mode {mode.value!r} (speculative decoding covers greedy search and sampling)"
@@ -204,9 +263,16 @@ def unsupported_request(input_ids, logits_processor, generation_config, model_kw
         return f"num_return_sequences={generation_config.num_return_sequences}"
     if generation_config.return_dict_in_generate:
         return "return_dict_in_generate=True"
+    if model_kwargs.get("inputs_embeds") is not None:
+        return "inputs_embeds was given (speculative decoding starts from token ids)"
     extra = sorted(key for key, value in model_kwargs.items() if key not in PASSIVE_MODEL_KWARGS and value is not None)
     if extra:
         return f"generate argument(s) {', '.join(extra)}"
+    batch, length = input_ids.shape
+    if batch != 1:
+        return f"batch size {batch} (speculative decoding supports batch size 1)"
+    if length == 0:
+        return "an empty prompt"
     mask = model_kwargs.get("attention_mask")
     if mask is not None and not bool((mask == 1).all()):
         return "padding in attention_mask"

@@ -30,10 +30,9 @@ class FuturePredictor(nn.Module):
 
     def __init__(self, hidden_size: int, k: int, layer: int, fingerprint: dict):
         super().__init__()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if hidden_size < 1:
-            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        for name, value, low in (("k", k, 1), ("hidden_size", hidden_size, 1), ("layer", layer, 0)):
+            if not is_int(value) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         self.k = k
         self.layer = layer
         self.fingerprint = dict(fingerprint)
@@ -103,8 +102,13 @@ class FuturePredictor(nn.Module):
         return predictor.to(device=device, dtype=dtype or tensors["weight"].dtype)
 
 
+def is_int(value) -> bool:
+    """An ``int`` that is not a ``bool`` (``True`` must not pass for layer 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_layer(layer: int, num_layers: int) -> None:
-    if not isinstance(layer, int) or not 0 <= layer < num_layers:
+    if not is_int(layer) or not 0 <= layer < num_layers:
         raise ValueError(f"transfer layer must be an int in [0, {num_layers - 1}] for a {num_layers}-layer model, got {layer!r}")
 
 
@@ -118,8 +122,9 @@ def read_config(path: Path) -> dict:
         raise ValueError(f"corrupted predictor config {file}: {err}") from None
     required = {"format_version": int, "layer": int, "k": int, "hidden_size": int, "fingerprint": dict}
     for key, kind in required.items():
-        if not isinstance(config, dict) or not isinstance(config.get(key), kind):
-            raise ValueError(f"corrupted predictor config {file}: field {key!r} missing or not {kind.__name__}")
+        value = config.get(key) if isinstance(config, dict) else None
+        if not (is_int(value) if kind is int else isinstance(value, kind)):
+            raise ValueError(f"corrupted predictor config {file}: field {key!r} missing or not {kind.__name__} (got {value!r})")
     if config["format_version"] != FORMAT_VERSION:
         raise ValueError(f"predictor format {config['format_version']} in {file} is not supported (expected {FORMAT_VERSION})")
     if config["k"] < 1:
@@ -144,6 +149,8 @@ def read_weights(path: Path, config: dict) -> dict:
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "missing"
             raise ValueError(f"corrupted predictor weights {file}: {name} is {got}, expected {shape}")
+        if not tensors[name].is_floating_point():
+            raise ValueError(f"corrupted predictor weights {file}: {name} is {tensors[name].dtype}, expected a floating-point dtype")
         if not torch.isfinite(tensors[name]).all():
             raise ValueError(f"corrupted predictor weights {file}: {name} has non-finite values")
     return tensors

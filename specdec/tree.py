@@ -62,14 +62,24 @@ class TreeShape:
         if isinstance(spec, int) and not isinstance(spec, bool):
             if spec < 1:
                 raise ValueError(f"a tree needs at least 1 node, got {spec}")
-            return cls(tuple(sorted(best_paths(spec, k), key=lambda p: (len(p), p))))
+            most = sum(len(RANK_PRIOR) ** depth for depth in range(1, k + 1))
+            if spec > most:
+                raise ValueError(
+                    f"tree={spec} asks for more nodes than exist: with k={k} and {len(RANK_PRIOR)} candidate "
+                    f"ranks per depth a tree has at most {most} nodes (pass a list of paths for other ranks)"
+                )
+            return cls._most_likely(spec, k)
         if isinstance(spec, str):
             if spec == "chain":
                 return cls(tuple((0,) * depth for depth in range(1, k + 1)))
             if spec not in NAMED_TREE_NODES:
                 raise ValueError(f"unknown tree {spec!r}; named trees are {TREE_NAMES}, or pass a list of paths")
-            return cls.resolve(NAMED_TREE_NODES[spec], k)
+            return cls._most_likely(NAMED_TREE_NODES[spec], k)  # fewer nodes when k is too small for them all
         return cls(_validate_paths(spec, k))
+
+    @classmethod
+    def _most_likely(cls, num_nodes: int, k: int) -> "TreeShape":
+        return cls(tuple(sorted(best_paths(num_nodes, k), key=lambda p: (len(p), p))))
 
     @property
     def num_nodes(self) -> int:

@@ -26,3 +26,16 @@ def test_triton_kernels_on_cuda_match_plain_greedy(arch, dtype):
     specdec.patch(model, source, tree="wide")  # backend "auto": Triton on CUDA
     assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=40, do_sample=False))
     assert specdec.stats(model).fallback is None
+
+
+def test_device_moves_after_patch_are_followed():
+    model = tiny_model("llama-gqa", seed=4)
+    ids = prompt(model, 9, seed=2)
+    expected = model.generate(ids, max_new_tokens=30, do_sample=False)
+    specdec.patch(model, perturbed_predictor(model, 1, k=3))
+    model.cuda()
+    assert_greedy_equivalent(model, expected.cuda(), model.generate(ids.cuda(), max_new_tokens=30, do_sample=False))
+    assert specdec.stats(model).fallback is None
+    model.cpu()
+    assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=30, do_sample=False))
+    assert specdec.stats(model).fallback is None

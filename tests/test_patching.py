@@ -1,10 +1,11 @@
 """patch()/unpatch() life cycle, fallbacks to the original generate, and bad input."""
 
+import re
 import warnings
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaModel, LogitsProcessor, LogitsProcessorList
 
 import specdec
 from drafting import perturbed_predictor
@@ -68,38 +69,42 @@ class AddOne(LogitsProcessor):
         return scores + 1
 
 
+# (case, what the warning must name, generate kwargs)
 FALLBACKS = [
-    ("beam", dict(num_beams=2)),
-    ("batch size 2", dict()),
-    ("padding", dict()),
-    ("return_dict_in_generate", dict(return_dict_in_generate=True)),
-    ("prompt_lookup_num_tokens", dict(prompt_lookup_num_tokens=2)),
-    ("AddOne", dict(logits_processor=LogitsProcessorList([AddOne()]))),
+    ("num_return_sequences", "num_return_sequences=2", dict(do_sample=True, num_return_sequences=2)),
+    ("beam", "generation mode 'beam_search'", dict(num_beams=2)),
+    ("batch size 2", "batch size 2", dict()),
+    ("padding", "padding in attention_mask", dict()),
+    ("return_dict_in_generate", "return_dict_in_generate=True", dict(return_dict_in_generate=True)),
+    ("prompt_lookup_num_tokens", "prompt_lookup_num_tokens was given", dict(prompt_lookup_num_tokens=2)),
+    ("AddOne", "logits processor AddOne", dict(logits_processor=LogitsProcessorList([AddOne()]))),
+    ("inputs_embeds", "inputs_embeds was given", dict()),
 ]
 
 
-@pytest.mark.parametrize("reason,kwargs", FALLBACKS, ids=[r for r, _ in FALLBACKS])
-def test_unsupported_requests_fall_back_with_one_warning(model, predictor, reason, kwargs):
+@pytest.mark.parametrize("case,reason,kwargs", FALLBACKS, ids=[c for c, _, _ in FALLBACKS])
+def test_unsupported_requests_fall_back_with_one_warning(model, predictor, case, reason, kwargs):
     ids = prompt(model, 6, seed=2)
     mask = None
-    if reason in ("batch size 2", "padding"):
+    if case == "batch size 2":
         ids = torch.cat([ids, prompt(model, 6, seed=9)])
+    if case == "padding":
         mask = torch.ones_like(ids)
-        if reason == "padding":
-            mask[1, :2] = 0
-    if reason == "prompt_lookup_num_tokens":
+        mask[0, :2] = 0
+    if case == "prompt_lookup_num_tokens":
         ids = torch.tensor([[5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])
+    inputs = dict(inputs_embeds=model.get_input_embeddings()(ids).detach()) if case == "inputs_embeds" else dict(inputs=ids)
 
     def run():
         torch.manual_seed(0)
-        out = model.generate(ids, attention_mask=mask, max_new_tokens=12, **kwargs)
+        out = model.generate(**inputs, attention_mask=mask, max_new_tokens=12, **kwargs)
         return out.sequences if hasattr(out, "sequences") else out
 
     expected = run()
     specdec.patch(model, predictor)
-    with pytest.warns(UserWarning, match="running the original generate"):
+    with pytest.warns(UserWarning, match=f"specdec: {re.escape(reason)}.*; running the original generate"):
         first = run()
-    assert specdec.stats(model).fallback is not None
+    assert specdec.stats(model).fallback.startswith(reason)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         second = run()
@@ -113,6 +118,11 @@ def test_unsupported_model_type_is_refused():
     with pytest.raises(ValueError, match=r"'gpt2' is not supported; supported types: llama, mistral, qwen2, qwen3"):
         specdec.patch(model, pred)
     assert not specdec.is_patched(model)
+
+
+def test_model_without_lm_head_is_refused(model, predictor):
+    with pytest.raises(ValueError, match=r"needs a \*ForCausalLM model with an LM head, got LlamaModel"):
+        specdec.patch(LlamaModel(model.config), predictor)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +146,7 @@ def test_predictor_of_another_architecture_is_refused(model):
         specdec.patch(model, FuturePredictor.for_model(donor, layer=1))
 
 
-@pytest.mark.parametrize("layer", [-1, 4, 10, 1.5])
+@pytest.mark.parametrize("layer", [-1, 4, 10, 1.5, True])
 def test_transfer_layer_out_of_range(model, layer):
     with pytest.raises(ValueError, match="transfer layer"):
         FuturePredictor.for_model(model, layer=layer)
@@ -147,10 +157,16 @@ def test_transfer_layer_out_of_range(model, layer):
     assert not specdec.is_patched(model)
 
 
-@pytest.mark.parametrize("k", [0, -2])
-def test_k_below_one(model, k):
-    with pytest.raises(ValueError, match="k must be >= 1"):
+@pytest.mark.parametrize("k", [0, -2, 2.5, True])
+def test_k_not_a_positive_int(model, k):
+    with pytest.raises(ValueError, match=f"k must be an int >= 1, got {k!r}"):
         FuturePredictor.for_model(model, layer=1, k=k)
+
+
+@pytest.mark.parametrize("name,args", [("hidden_size", (64.0, 3, 1)), ("layer", (64, 3, True)), ("layer", (64, 3, -1))])
+def test_predictor_constructor_checks_its_ints(name, args):
+    with pytest.raises(ValueError, match=f"{name} must be an int"):
+        FuturePredictor(*args, fingerprint={})
 
 
 @pytest.mark.parametrize(
@@ -167,6 +183,7 @@ def test_k_below_one(model, k):
         (7.5, "a node count or a non-empty list of paths"),
         (0, "at least 1 node"),
         ([[0], [True]], "non-negative ints"),
+        (10**6, "at most 1110 nodes"),
     ],
 )
 def test_malformed_trees_are_refused(model, predictor, tree, message):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from specdec import FuturePredictor
 from specdec.predictor import CONFIG_NAME, WEIGHTS_NAME
@@ -44,6 +45,11 @@ def corrupt_config(path, **changes):
     (path / CONFIG_NAME).write_text(json.dumps(config))
 
 
+def int_weights(path):
+    tensors = load_file(str(path / WEIGHTS_NAME))
+    save_file({name: tensor.to(torch.int32) for name, tensor in tensors.items()}, str(path / WEIGHTS_NAME))
+
+
 @pytest.mark.parametrize(
     "damage,error,message",
     [
@@ -53,6 +59,9 @@ def corrupt_config(path, **changes):
         (lambda p: corrupt_config(p, k="three"), ValueError, "field 'k'"),
         (lambda p: corrupt_config(p, format_version=99), ValueError, "format 99"),
         (lambda p: corrupt_config(p, k=0), ValueError, "k=0"),
+        (lambda p: corrupt_config(p, layer=True), ValueError, "field 'layer' missing or not int"),
+        (lambda p: corrupt_config(p, k=True), ValueError, "field 'k' missing or not int"),
+        (lambda p: int_weights(p), ValueError, "corrupted predictor weights .*weight is torch.int32"),
         (lambda p: corrupt_config(p, k=2), ValueError, r"weight is \(3, 32, 32\), expected \(2, 32, 32\)"),
         (lambda p: (p / WEIGHTS_NAME).write_bytes(b"\x00garbage" * 9), ValueError, "corrupted predictor weights"),
     ],

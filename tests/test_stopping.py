@@ -8,12 +8,12 @@ from transformers.generation.streamers import BaseStreamer
 import specdec
 from drafting import forced, perturbed_predictor
 from near_tie import assert_greedy_equivalent
-from tiny_models import prompt, tiny_model
+from tiny_models import prompt, tiny_model, tiny_tokenizer
 
 
-def patched_pair(arch="llama-gqa", new=40, k=3, seed=0):
+def patched_pair(arch="llama-gqa", new=40, k=3, seed=0, **overrides):
     """An unpatched continuation and the same model patched with drafts that follow it (4 tokens a step)."""
-    model = tiny_model(arch, seed=seed)
+    model = tiny_model(arch, seed=seed, **overrides)
     ids = prompt(model, 5, seed=seed)
     reference = model.generate(ids, max_new_tokens=new, do_sample=False, eos_token_id=None)
     specdec.patch(model, forced(perturbed_predictor(model, 1, k), reference[0].tolist(), model.config.vocab_size))
@@ -91,6 +91,42 @@ def test_user_stopping_criteria():
     criteria = StoppingCriteriaList([StopAfterToken(int(reference[0, ids.shape[1] + 5]))])
     expected = plain_generate(model, ids, max_new_tokens=40, eos_token_id=None, stopping_criteria=criteria)
     out = compare(model, ids, max_new_tokens=40, eos_token_id=None, stopping_criteria=criteria)
+    assert_greedy_equivalent(model, expected, out)
+
+
+class CountingCriterion(StoppingCriteria):
+    """Never stops; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.calls += 1
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+@pytest.mark.parametrize("stop", ["max_new_tokens", "eos"])
+def test_user_criteria_are_called_once_per_token_as_in_plain_decoding(stop):
+    model, ids, reference = patched_pair()
+    eos = int(reference[0, ids.shape[1] + 6]) if stop == "eos" else None
+    counts = []
+    for run in (plain_generate, compare):
+        criterion = CountingCriterion()
+        out = run(model, ids, max_new_tokens=20, eos_token_id=eos, stopping_criteria=StoppingCriteriaList([criterion]))
+        counts.append((criterion.calls, out.shape[1] - ids.shape[1]))
+    calls, new = counts[0]
+    assert counts[1] == counts[0] and calls == new
+    assert new < 20 if stop == "eos" else new == 20
+
+
+def test_stop_strings_with_a_tokenizer():
+    tokenizer = tiny_tokenizer(vocab_size=90)
+    model, ids, reference = patched_pair(vocab_size=len(tokenizer))
+    texts = [tokenizer.decode([token]) for token in reference[0, ids.shape[1] :].tolist()]
+    stop = next(text for text in texts[2:] if text.isascii() and text.strip())  # random bytes are mostly not text
+    expected = plain_generate(model, ids, max_new_tokens=40, eos_token_id=None, stop_strings=[stop], tokenizer=tokenizer)
+    assert expected.shape[1] < reference.shape[1]
+    out = compare(model, ids, max_new_tokens=40, eos_token_id=None, stop_strings=[stop], tokenizer=tokenizer)
     assert_greedy_equivalent(model, expected, out)
 
 
