@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 CUDA = torch.cuda.is_available()
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 K = 3  # future offsets (pseudo rows per real row)
-OPS = ("project_future", "tree_attention", "lm_head_argmax", "lm_head_topk", "accept_walk")
+OPS = ("project_future", "tree_attention", "lm_head_argmax", "lm_head_topk", "lm_head_sample", "accept_walk")
 CPU_NOTE = "CPU figures (perf_counter, smoke shapes) are not kernel figures; run on a GPU for those"
 
 
@@ -181,6 +181,28 @@ def topk_cases(models, rows, device, dtype, k: int = 8):
                     "triton": lambda: kernels.lm_head_topk(hidden, weight, k, backend="triton"),
                     "reference": lambda: kernels.lm_head_topk(hidden, weight, k, backend="torch"),
                     "pytorch": lambda: (lambda logits: (logits.topk(k, dim=-1), logits.float().logsumexp(-1)))(hidden @ weight.T),
+                },
+            )
+
+
+def sample_cases(models, rows, device, dtype, top_k: int = 50):
+    """``lm_head_sample`` of N rows at temperature 0.7 and top-k, against logits, ``topk``, ``softmax`` and ``multinomial``."""
+    for name, m in models.items():
+        weight = torch.randn(m.vocab, m.d, device=device, dtype=dtype)
+        for r in rows:
+            hidden = torch.randn(r, m.d, device=device, dtype=dtype)
+            offsets = torch.arange(r, device=device, dtype=torch.int64)
+            yield Case(
+                "lm_head_sample",
+                name,
+                f"N={r} T=0.7 top_k={top_k}",
+                hidden.element_size() * (weight.numel() + hidden.numel()) + r * 8,
+                {
+                    "triton": lambda: kernels.lm_head_sample(hidden, weight, 1, offsets, temperature=0.7, top_k=top_k, backend="triton"),
+                    "reference": lambda: kernels.lm_head_sample(hidden, weight, 1, offsets, temperature=0.7, top_k=top_k, backend="torch"),
+                    "pytorch": lambda: (lambda top: top.indices.gather(-1, torch.multinomial((top.values.float() / 0.7).softmax(-1), 1)))(
+                        (hidden @ weight.T).topk(top_k, dim=-1)
+                    ),
                 },
             )
 
@@ -330,6 +352,7 @@ def main() -> None:
         "tree_attention": lambda: attention_cases(models, real_rows, prefixes, device, dtype),
         "lm_head_argmax": lambda: lm_head_cases(models, real_rows, device, dtype),
         "lm_head_topk": lambda: topk_cases(models, real_rows, device, dtype),
+        "lm_head_sample": lambda: sample_cases(models, real_rows, device, dtype),
         "accept_walk": lambda: accept_cases(real_rows, device),
     }
     rows, skipped = [], []

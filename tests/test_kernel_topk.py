@@ -139,7 +139,7 @@ HOPPER_CASES = {
         "specdec.kernels.topk",
         "_topk_reduce_kernel",
         "fp32",
-        dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192),
+        dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192, BLOCK_K=8),
         {**PARTS, "ids_ptr": "*i64"},
     ),
 }

@@ -78,7 +78,7 @@ def lm_head_topk(hidden, weight, k: int, *, backend: str = "auto"):
 
 def lm_head_sample(hidden, weight, seed: int, offsets, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.lm_head_sample`."""
-    impl = reference  # the fused Triton sampling kernel is not written yet
+    impl = _triton("sampling") if uses_triton(backend, hidden) else reference
     return impl.lm_head_sample(hidden, weight, seed, offsets, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
 
 

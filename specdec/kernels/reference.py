@@ -174,17 +174,21 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
+def stream_keys(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """int64 ``[N]``: splitmix64 of ``seed + offsets`` (wrapping), the key of each row's random stream."""
+    x = offsets.to(torch.int64) + (seed % 2**63) + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX_1
+    x = (x ^ _shift_right(x, 27)) * _MIX_2
+    return x ^ _shift_right(x, 31)
+
+
 def stream_uniforms(seed: int, offsets: torch.Tensor) -> torch.Tensor:
-    """One uniform float64 in (0, 1) per element of int64 ``offsets``: splitmix64 of ``seed + offset``.
+    """One uniform float64 in (0, 1) per element of int64 ``offsets``, from :func:`stream_keys`.
 
     A counter-based generator: the number drawn for an offset depends on nothing else, so a row's
     draw does not depend on which other rows a step verifies.
     """
-    x = offsets.to(torch.int64) + (seed % 2**63) + _GOLDEN
-    x = (x ^ _shift_right(x, 30)) * _MIX_1
-    x = (x ^ _shift_right(x, 27)) * _MIX_2
-    x = x ^ _shift_right(x, 31)
-    return (_shift_right(x, 11).to(torch.float64) + 0.5) * 2.0**-53
+    return (_shift_right(stream_keys(seed, offsets), 11).to(torch.float64) + 0.5) * 2.0**-53
 
 
 def sample_scores(scores: torch.Tensor, seed: int, offsets: torch.Tensor) -> torch.Tensor:

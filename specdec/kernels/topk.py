@@ -47,6 +47,51 @@ MAX_K = 64
 
 
 @triton.jit
+def insert_tile(logits, top_val, top_idx, vocab_start, K, BLOCK_VOCAB: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Merge a logit tile ``[R, BLOCK_VOCAB]`` (columns ``vocab_start + j``) into running top-K sets
+    ``[R, BLOCK_K]``: ``K`` times, the tile's maximum (lowest column on ties) replaces the set's worst
+    entry (smallest value, highest index among equals) when strictly greater."""
+    slots = tl.arange(0, BLOCK_K)
+    cols = tl.arange(0, BLOCK_VOCAB)
+    for _ in range(0, K):
+        cand_val, cand_col = tl.max(logits, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        worst_val = tl.min(top_val, axis=1)
+        is_worst = top_val == worst_val[:, None]
+        worst_idx = tl.max(tl.where(is_worst, top_idx, -2), axis=1)
+        worst_slot = tl.min(tl.where(is_worst & (top_idx == worst_idx[:, None]), slots[None, :], BLOCK_K), axis=1)
+        replace = (slots[None, :] == worst_slot[:, None]) & (cand_val > worst_val)[:, None]
+        top_val = tl.where(replace, cand_val[:, None], top_val)
+        top_idx = tl.where(replace, (vocab_start + cand_col)[:, None], top_idx)
+        logits = tl.where(cols[None, :] == cand_col[:, None], float("-inf"), logits)
+    return top_val, top_idx
+
+
+@triton.jit
+def ranked_candidates(
+    part_val_ptr, part_idx_ptr, offs_rows, mask_rows, splits, K, BLOCK_ROWS: tl.constexpr, BLOCK_CANDS: tl.constexpr, BLOCK_K: tl.constexpr
+):
+    """The ``K`` best of a row's ``splits * K`` phase-1 candidates, ranked (descending, lowest index
+    first among equals): values fp32 and indices int32 ``[R, BLOCK_K]`` (slots ``>= K``: ``-inf``, -1)."""
+    offs_cands = tl.arange(0, BLOCK_CANDS)
+    mask_cands = mask_rows[:, None] & (offs_cands < splits * K)[None, :]
+    cands = offs_rows[:, None] * (splits * K) + offs_cands[None, :]
+    vals = tl.load(part_val_ptr + cands, mask=mask_cands, other=float("-inf"))
+    idx = tl.load(part_idx_ptr + cands, mask=mask_cands, other=-1)
+    slots = tl.arange(0, BLOCK_K)
+    ranked_val = tl.full((BLOCK_ROWS, BLOCK_K), float("-inf"), dtype=tl.float32)
+    ranked_idx = tl.full((BLOCK_ROWS, BLOCK_K), -1, dtype=tl.int32)
+    big = 2147483647
+    for rank in range(0, K):
+        best = tl.max(vals, axis=1)
+        best_idx = tl.min(tl.where((vals == best[:, None]) & (idx >= 0), idx, big), axis=1)
+        ranked_val = tl.where(slots[None, :] == rank, best[:, None], ranked_val)
+        ranked_idx = tl.where(slots[None, :] == rank, best_idx[:, None], ranked_idx)
+        vals = tl.where(idx == best_idx[:, None], float("-inf"), vals)
+        idx = tl.where(idx == best_idx[:, None], -1, idx)
+    return ranked_val, ranked_idx
+
+
+@triton.jit
 def _topk_partial_kernel(
     hidden_ptr,
     weight_ptr,
@@ -74,7 +119,6 @@ def _topk_partial_kernel(
     first_block = split * blocks_per_split
     num_blocks = tl.minimum(blocks_per_split, tl.cdiv(vocab, BLOCK_VOCAB) - first_block)
     slots = tl.arange(0, BLOCK_K)
-    cols = tl.arange(0, BLOCK_VOCAB)
 
     top_val = tl.where(slots[None, :] < K, float("-inf"), float("inf")) + tl.zeros((BLOCK_ROWS, BLOCK_K), dtype=tl.float32)
     top_idx = tl.full((BLOCK_ROWS, BLOCK_K), -1, dtype=tl.int32)
@@ -99,16 +143,7 @@ def _topk_partial_kernel(
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
         run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), axis=1)
         run_max = new_max
-        for _ in range(0, K):
-            cand_val, cand_col = tl.max(logits, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            worst_val = tl.min(top_val, axis=1)
-            is_worst = top_val == worst_val[:, None]
-            worst_idx = tl.max(tl.where(is_worst, top_idx, -2), axis=1)
-            worst_slot = tl.min(tl.where(is_worst & (top_idx == worst_idx[:, None]), slots[None, :], BLOCK_K), axis=1)
-            replace = (slots[None, :] == worst_slot[:, None]) & (cand_val > worst_val)[:, None]
-            top_val = tl.where(replace, cand_val[:, None], top_val)
-            top_idx = tl.where(replace, (vocab_start + cand_col)[:, None], top_idx)
-            logits = tl.where(cols[None, :] == cand_col[:, None], float("-inf"), logits)
+        top_val, top_idx = insert_tile(logits, top_val, top_idx, vocab_start, K, BLOCK_VOCAB, BLOCK_K)
 
     part = (offs_rows[:, None] * splits + split) * K + slots[None, :]
     mask = mask_rows[:, None] & (slots[None, :] < K)
@@ -133,6 +168,7 @@ def _topk_reduce_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_SPLITS: tl.constexpr,
     BLOCK_CANDS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """Phase 2: per row, the ``K`` best of ``splits * K`` candidates in rank order, and the log-sum-exp."""
     offs_rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
@@ -146,19 +182,13 @@ def _topk_reduce_kernel(
     total = tl.sum(tl.where(mask_splits, part_sum * tl.exp(part_max - top[:, None]), 0.0), axis=1)
     tl.store(lse_ptr + offs_rows, top + tl.log(total), mask=mask_rows)
 
-    offs_cands = tl.arange(0, BLOCK_CANDS)
-    mask_cands = mask_rows[:, None] & (offs_cands < splits * K)[None, :]
-    cands = offs_rows[:, None] * (splits * K) + offs_cands[None, :]
-    vals = tl.load(part_val_ptr + cands, mask=mask_cands, other=float("-inf"))
-    idx = tl.load(part_idx_ptr + cands, mask=mask_cands, other=-1)
-    big = 2147483647
-    for rank in range(0, K):
-        best = tl.max(vals, axis=1)
-        best_idx = tl.min(tl.where((vals == best[:, None]) & (idx >= 0), idx, big), axis=1)
-        tl.store(ids_ptr + offs_rows * K + rank, best_idx.to(tl.int64), mask=mask_rows)
-        tl.store(val_ptr + offs_rows * K + rank, best, mask=mask_rows)
-        vals = tl.where(idx == best_idx[:, None], float("-inf"), vals)
-        idx = tl.where(idx == best_idx[:, None], -1, idx)
+    ranked_val, ranked_idx = ranked_candidates(
+        part_val_ptr, part_idx_ptr, offs_rows, mask_rows, splits, K, BLOCK_ROWS, BLOCK_CANDS, BLOCK_K
+    )
+    out = offs_rows[:, None] * K + tl.arange(0, BLOCK_K)[None, :]
+    mask = mask_rows[:, None] & (tl.arange(0, BLOCK_K) < K)[None, :]
+    tl.store(ids_ptr + out, ranked_idx.to(tl.int64), mask=mask)
+    tl.store(val_ptr + out, ranked_val, mask=mask)
 
 
 def lm_head_topk(
@@ -247,6 +277,7 @@ def lm_head_topk(
         BLOCK_ROWS=reduce_rows,
         BLOCK_SPLITS=block_splits,
         BLOCK_CANDS=block_cands,
+        BLOCK_K=triton.next_power_of_2(k),
     )
     return ids, values, lse
 
