@@ -20,6 +20,7 @@ stage() {  # stage NAME SECONDS CMD...: run CMD under a time limit, log its wall
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 slug=$($PY -c "import torch; from bench.common import device_names; print(device_names(torch.device('cuda'))[1])")
+exec > >(tee "$RES/gpu-check-$slug.log") 2>&1  # the whole run's output, committed with the results
 $PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
 stage tests 240 bash -c "set -o pipefail; OMP_NUM_THREADS=2 $PY -m pytest -v --tb=short --durations=20 $workers $timeouts -p no:cacheprovider tests 2>&1 | tee $RES/gpu-tests-$slug.log"
 stage kernels 100 $PY -m bench.kernels

@@ -269,6 +269,10 @@ def run_cases(cases, impls, bandwidth, device_kind):
                     print(f"  skip {case.op} {impl}: {error}")
                 skipped[(case.op, impl)] = str(error)
                 continue
+            except Exception as error:  # one broken kernel must not cost the other ops' figures
+                print(f"  FAILED {case.op} {impl} {case.label}: {type(error).__name__}: {error}")
+                skipped[(case.op, impl)] = f"failed: {type(error).__name__}"
+                continue
             timings[impl] = measure(fn, repeats=3 if impl == "triton-interpreted" else 20)
         for impl, (p20, p50, p80) in timings.items():
             gbps = case.nbytes / (p50 * 1e-3) / 1e9

@@ -12,6 +12,7 @@ from tiny_models import tiny_model
 
 @pytest.fixture
 def gguf_file(tmp_path):
+    pytest.importorskip("gguf", reason="writing and reading GGUF files needs the gguf package")
     model = tiny_model("llama-gqa", seed=3)
     return model, write_tiny_gguf(model, tmp_path / "tiny.gguf")
 

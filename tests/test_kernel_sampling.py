@@ -122,14 +122,15 @@ HOPPER_CASES = {
         for truncate in (False, True)
     },
     **{
-        f"reduce-truncate{truncate}": (
+        f"reduce-truncate{truncate}-rows{rows}": (
             "specdec.kernels.sampling",
             "_sample_reduce_kernel",
             "fp32",
-            dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192 if truncate else 1024, BLOCK_K=64 if truncate else 1, TRUNCATE=truncate),
+            dict(BLOCK_ROWS=rows, BLOCK_SPLITS=1024, BLOCK_CANDS=8192 if truncate else 1024, BLOCK_K=64 if truncate else 1, TRUNCATE=truncate),
             {**PARTS, "ids_ptr": "*i64", "flags_ptr": "*i32", "top_p": "fp32", "log_min_p": "fp32"},
         )
         for truncate in (False, True)
+        for rows in (1, 4)  # one row (decode) and several: the row dimension must not be broadcast away
     },
 }
 

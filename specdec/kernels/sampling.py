@@ -182,7 +182,7 @@ def _sample_reduce_kernel(
         )
         slots = tl.arange(0, BLOCK_K)[None, :]
         scaled = ranked_val * inv_temperature  # [R, BLOCK_K], descending; -inf past K
-        kept = slots < K
+        kept = tl.broadcast_to(slots < K, (BLOCK_ROWS, BLOCK_K))  # full shape: the branches below refine it
         if top_k > 0:
             kept = kept & (slots < top_k)
             in_k = tl.where(kept, scaled, float("-inf"))
