@@ -360,6 +360,8 @@ def main() -> None:
         "accept_walk": lambda: accept_cases(real_rows, device),
     }
     rows, skipped = [], []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"kernels-{device_kind}"
     torch.manual_seed(0)
     with torch.inference_mode():
         for op in args.ops:
@@ -367,10 +369,7 @@ def main() -> None:
             op_rows, op_skipped = run_cases(builders[op](), impls, bandwidth, device_kind)
             rows += op_rows
             skipped += op_skipped
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"kernels-{device_kind}"
-    write_csv(stem.with_suffix(".csv"), rows)
+            write_csv(stem.with_suffix(".csv"), rows)  # after every op: a time limit keeps what was measured
     meta = {
         "device": device_name,
         "device_kind": device_kind,
