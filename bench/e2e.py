@@ -160,11 +160,11 @@ def run_generation(args, model, predictor, prompts: list[torch.Tensor]) -> tuple
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
     """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`) and, for greedy
     methods, over HF prompt lookup; tau, rows per step, exactness (greedy methods only)."""
-    def tokens_per_second(name_prefix):
-        mine = [r for r in rows if r["method"].startswith(name_prefix)]
+    def tokens_per_second(name):  # the exact name: "specdec auto (defaults)" must not take in its sampling rows
+        mine = [r for r in rows if r["method"] == name]
         return sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine) if mine else None
 
-    lookup = tokens_per_second("HF prompt lookup")
+    lookup = next((tokens_per_second(name) for name in names if name.startswith("HF prompt lookup")), None)
     summary = []
     for name in names:
         mine = [r for r in rows if r["method"] == name]
