@@ -3,10 +3,15 @@
 A node's *conditional* acceptance is the probability that verification moves to it given that it
 reaches its parent. It depends on where the node's token came from (``kind``: FIRP's ranking,
 the lookup chain, or both agreeing), its depth, and for ranked tokens the draft's own probability
-(EAGLE-2 ranks by it too). Each ``(kind, depth, bucket)`` holds a Beta posterior: the prior trusts
-the draft's probability (or a fixed guess for lookup chains) with the weight of
-:data:`PRIOR_WEIGHT` observations, and every verified node adds one observation. Observations decay
-by :data:`FORGET` per update of their key, so the estimates follow a change of text.
+(EAGLE-2 ranks by it too). Each ``(kind, depth, bucket)`` holds a Beta posterior: every verified
+node adds one observation, and the prior, with the weight of :data:`PRIOR_WEIGHT` observations, is
+the draft's probability (or a fixed guess for lookup chains), scaled down where nodes of the same
+``(kind, depth)`` have done worse than those guesses (never up: a key earns more through its own
+observations). That calibration lets one bucket's evidence
+speak for the others: a source whose confident drafts keep failing (an untrained predictor ranks
+the current token with probability 0.9) is distrusted at every probability after a few steps, not
+only in the buckets it has already tried. Observations decay by :data:`FORGET` per update, so the
+estimates follow a change of text.
 """
 
 import bisect
@@ -15,6 +20,7 @@ import bisect
 PROB_EDGES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.75, 0.9)
 PROB_CENTERS = (0.01, 0.035, 0.075, 0.15, 0.25, 0.375, 0.525, 0.675, 0.825, 0.95)
 PRIOR_WEIGHT = 2.0
+CALIBRATION_WEIGHT = 2.0  # pseudo-observations that hold a (kind, depth)'s calibration at 1 at first
 FORGET = 0.995
 CHAIN_PRIOR = {1: 0.4}  # first lookup token; deeper ones, once the chain is on track: 0.7
 MAX_CHAIN_DEPTH_KEY = 4
@@ -25,7 +31,8 @@ class AcceptanceModel:
     """Calibrated conditional acceptance probabilities, learned from verified steps."""
 
     def __init__(self):
-        self.counts: dict[tuple, list[float]] = {}  # key -> [accepted, rejected] (prior included)
+        self.counts: dict[tuple, list[float]] = {}  # key -> [accepted, rejected], decayed observations
+        self.calibration: dict[tuple, list[float]] = {}  # (kind, depth) -> [accepted, sum of uncalibrated priors]
 
     @staticmethod
     def ranked_key(kind: str, depth: int, prob: float) -> tuple:
@@ -37,21 +44,30 @@ class AcceptanceModel:
         """Key of a lookup-chain token at ``depth`` found by an ``ngram``-token match."""
         return "chain", min(depth, MAX_CHAIN_DEPTH_KEY), min(ngram, MAX_NGRAM_KEY)
 
+    def prior(self, key: tuple) -> float:
+        """The key's guess times its ``(kind, depth)``'s record (accepted / expected by the guesses), at most 1."""
+        guess = _prior(key)
+        record = self.calibration.get(key[:2])
+        if record is None:
+            return guess
+        return guess * min(1.0, (record[0] + CALIBRATION_WEIGHT) / (record[1] + CALIBRATION_WEIGHT))
+
     def prob(self, key: tuple) -> float:
         """Estimated conditional acceptance of a node with ``key``."""
+        prior = self.prior(key)
         counts = self.counts.get(key)
         if counts is None:
-            return _prior(key)
-        return counts[0] / (counts[0] + counts[1])
+            return prior
+        return (counts[0] + PRIOR_WEIGHT * prior) / (counts[0] + counts[1] + PRIOR_WEIGHT)
 
     def observe(self, key: tuple, accepted: bool) -> None:
         """Record that a node with ``key`` whose parent was reached was (or was not) accepted."""
-        counts = self.counts.get(key)
-        if counts is None:
-            prior = _prior(key)
-            counts = self.counts[key] = [PRIOR_WEIGHT * prior, PRIOR_WEIGHT * (1 - prior)]
+        counts = self.counts.setdefault(key, [0.0, 0.0])
         counts[0] = FORGET * counts[0] + accepted
         counts[1] = FORGET * counts[1] + (not accepted)
+        record = self.calibration.setdefault(key[:2], [0.0, 0.0])
+        record[0] = FORGET * record[0] + accepted
+        record[1] = FORGET * record[1] + _prior(key)
 
 
 def _prior(key: tuple) -> float:

@@ -92,7 +92,25 @@ def test_acceptance_prior_and_forgetting():
     chain = AcceptanceModel.chain_key(9, 7)
     assert chain == ("chain", 4, 3) and model.prob(chain) == 0.7
     model.observe(chain, True)
-    assert sum(model.counts[chain]) == pytest.approx(0.995 * PRIOR_WEIGHT + 1)
+    assert model.counts[chain] == [1.0, 0.0]
+    assert model.prob(chain) == pytest.approx((1 + PRIOR_WEIGHT * model.prior(chain)) / (1 + PRIOR_WEIGHT))
+
+
+def test_failures_in_some_buckets_lower_the_prior_of_untried_ones():
+    """An untrained predictor's confident drafts: after a few misses at probability 0.95, an untried
+    bucket of the same depth (0.7) is distrusted too; another depth and the chains are not."""
+    model = AcceptanceModel()
+    tried, untried = AcceptanceModel.ranked_key("firp", 1, 0.95), AcceptanceModel.ranked_key("firp", 1, 0.7)
+    other_depth = AcceptanceModel.ranked_key("firp", 2, 0.7)
+    before = model.prob(untried)
+    for _ in range(6):
+        model.observe(tried, False)
+    assert model.prob(untried) < 0.3 * before
+    assert model.prob(other_depth) == pytest.approx(0.675)
+    for _ in range(6):
+        model.observe(other_depth, True)  # better than its guesses: other buckets' priors are not raised
+    assert model.prob(AcceptanceModel.ranked_key("firp", 2, 0.3)) == pytest.approx(0.25)
+    assert model.prob(other_depth) > 0.9
 
 
 def test_step_cost_calibration_keeps_the_fastest_repeat_and_interpolates():
