@@ -10,7 +10,9 @@
 Prompt classes, reported separately: ``chat``, the held-out requests of
 ``bench/prompts/eval-chat.jsonl`` (none is in the distillation set) under the chat
 template; ``code``, the first 64-256 tokens of held-out standard-library files (see
-``specdec.demo_corpus``), continued as raw text. Every method continues them greedily.
+``specdec.demo_corpus``), continued as raw text; ``random`` (only when asked for), 64 seeded
+random token ids, where drafts are useless: the defaults must cost what plain decoding costs.
+Every method continues them greedily (the sampling rows at their temperatures).
 Methods are run interleaved prompt by prompt, timed as medians over repeats after a
 warm-up, all with the same model, dtype and cache setting. Results:
 ``bench/results/e2e-{model}-{class}-{device}.*``.
@@ -39,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 CHAT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "eval-chat.jsonl"
-PROMPT_CLASSES = ("chat", "code")
+PROMPT_CLASSES = ("chat", "code", "random")
 
 
 def chat_prompts(tokenizer, count: int, device) -> list[torch.Tensor]:
@@ -53,7 +55,16 @@ def class_prompts(name: str, tokenizer, count: int, new_tokens: int, device) -> 
     """The prompts of class ``name`` (``chat`` or ``code``)."""
     if name == "chat":
         return chat_prompts(tokenizer, count, device)
+    if name == "random":
+        return random_prompts(len(tokenizer), count, device)
     return heldout_prompts(tokenizer, count, new_tokens, device)
+
+
+def random_prompts(vocab: int, count: int, device, length: int = 64) -> list[torch.Tensor]:
+    """``count`` prompts ``[1, length]`` of uniformly random token ids (seeded): text where drafts
+    are useless at first, to check that the defaults cost no more than plain decoding."""
+    generator = torch.Generator().manual_seed(1234)
+    return [torch.randint(vocab, (1, length), generator=generator).to(device) for _ in range(count)]
 
 
 def heldout_prompts(tokenizer, count: int, new_tokens: int, device) -> list[torch.Tensor]:
@@ -264,7 +275,7 @@ def main() -> None:
         return
     model, tokenizer, predictor = load(args)
     tag = Path(args.model).name
-    classes = args.classes or (PROMPT_CLASSES if tokenizer.chat_template else ("code",))
+    classes = args.classes or (("chat", "code") if tokenizer.chat_template else ("code",))
     for name in classes:
         print(f"== {name} prompts ==")
         prompts = class_prompts(name, tokenizer, args.prompts, args.new_tokens, args.device)
