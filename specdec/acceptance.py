@@ -7,7 +7,10 @@ the lookup chain, or both agreeing), its depth, and for ranked tokens the draft'
 node adds one observation, and the prior, with the weight of :data:`PRIOR_WEIGHT` observations, is
 the draft's probability (or a fixed guess for lookup chains), scaled down where nodes of the same
 ``(kind, depth)`` have done worse than those guesses (never up: a key earns more through its own
-observations). That calibration lets one bucket's evidence
+observations). Acceptance runs in streaks (a model repeating itself accepts everything, then
+nothing once it stops), so every estimate is kept twice: for steps that follow a step which
+accepted a draft (``hot``) and for the others; without that split, a streak's successes kept the
+planner drafting for dozens of failed steps after it. The calibration lets one bucket's evidence
 speak for the others: a source whose confident drafts keep failing (an untrained predictor ranks
 the current token with probability 0.9) is distrusted at every probability after a few steps, not
 only in the buckets it has already tried. Observations decay by :data:`FORGET` per update, so the
@@ -31,8 +34,9 @@ class AcceptanceModel:
     """Calibrated conditional acceptance probabilities, learned from verified steps."""
 
     def __init__(self):
-        self.counts: dict[tuple, list[float]] = {}  # key -> [accepted, rejected], decayed observations
-        self.calibration: dict[tuple, list[float]] = {}  # (kind, depth) -> [accepted, sum of uncalibrated priors]
+        self.counts: dict[tuple, list[float]] = {}  # (*key, hot) -> [accepted, rejected], decayed observations
+        self.calibration: dict[tuple, list[float]] = {}  # (kind, depth, hot) -> [accepted, sum of uncalibrated priors]
+        self.hot = False  # whether the last verified step accepted a draft (set by the planner)
 
     @staticmethod
     def ranked_key(kind: str, depth: int, prob: float) -> tuple:
@@ -47,25 +51,25 @@ class AcceptanceModel:
     def prior(self, key: tuple) -> float:
         """The key's guess times its ``(kind, depth)``'s record (accepted / expected by the guesses), at most 1."""
         guess = _prior(key)
-        record = self.calibration.get(key[:2])
+        record = self.calibration.get((*key[:2], self.hot))
         if record is None:
             return guess
         return guess * min(1.0, (record[0] + CALIBRATION_WEIGHT) / (record[1] + CALIBRATION_WEIGHT))
 
     def prob(self, key: tuple) -> float:
-        """Estimated conditional acceptance of a node with ``key``."""
+        """Estimated conditional acceptance of a node with ``key`` in the current (hot or cold) state."""
         prior = self.prior(key)
-        counts = self.counts.get(key)
+        counts = self.counts.get((*key, self.hot))
         if counts is None:
             return prior
         return (counts[0] + PRIOR_WEIGHT * prior) / (counts[0] + counts[1] + PRIOR_WEIGHT)
 
     def observe(self, key: tuple, accepted: bool) -> None:
         """Record that a node with ``key`` whose parent was reached was (or was not) accepted."""
-        counts = self.counts.setdefault(key, [0.0, 0.0])
+        counts = self.counts.setdefault((*key, self.hot), [0.0, 0.0])
         counts[0] = FORGET * counts[0] + accepted
         counts[1] = FORGET * counts[1] + (not accepted)
-        record = self.calibration.setdefault(key[:2], [0.0, 0.0])
+        record = self.calibration.setdefault((*key[:2], self.hot), [0.0, 0.0])
         record[0] = FORGET * record[0] + accepted
         record[1] = FORGET * record[1] + _prior(key)
 

@@ -217,6 +217,7 @@ class AutoPlanner:
         for row, (parent, key) in enumerate(zip(plan.layout.parents, plan.keys), start=1):
             if parent in reached:
                 acceptance.observe(key, row in reached)
+        acceptance.hot = len(path) > 1
 
     def observe_seconds(self, plan: Plan, seconds: float, emitted: int) -> None:
         """A finished step: its wall time refines the cost curve and, with its tokens, the rate."""

@@ -70,8 +70,30 @@ def test_observed_acceptance_updates_the_estimates():
     key_0, key_1 = plan.keys
     before = p.memory.acceptance.prob(key_0)
     p.observe(plan, [0, 1])  # the walk took node 1 (rank 0)
-    assert p.memory.acceptance.prob(key_0) > before
-    assert p.memory.acceptance.prob(key_1) < 0.4
+    acceptance = p.memory.acceptance
+    assert acceptance.hot  # a draft was accepted: the next step reads the estimates that follow a hit
+    acceptance.hot = False  # the observations above were made in the cold state
+    assert acceptance.prob(key_0) > before
+    assert acceptance.prob(key_1) < 0.4
+
+
+def test_estimates_after_a_hit_and_after_a_miss_are_kept_apart():
+    """A streak of repetition (everything accepted) must not keep drafting alive once it ends."""
+    p = planner(curve(0.0))
+    acceptance = p.memory.acceptance
+    key = AcceptanceModel.ranked_key("firp", 1, 0.95)
+    acceptance.hot = True
+    for _ in range(30):
+        acceptance.observe(key, True)
+    acceptance.hot = False
+    for _ in range(3):
+        acceptance.observe(key, False)
+    assert acceptance.prob(key) < 0.3
+    acceptance.hot = True
+    assert acceptance.prob(key) > 0.95
+    plan = p.plan(ranking([[0.95]]))
+    p.observe(plan, [0])  # the draft was rejected: cold again
+    assert not acceptance.hot
 
 
 def test_chain_and_ranking_agreeing_make_one_node():
@@ -92,7 +114,7 @@ def test_acceptance_prior_and_forgetting():
     chain = AcceptanceModel.chain_key(9, 7)
     assert chain == ("chain", 4, 3) and model.prob(chain) == 0.7
     model.observe(chain, True)
-    assert model.counts[chain] == [1.0, 0.0]
+    assert model.counts[(*chain, False)] == [1.0, 0.0]
     assert model.prob(chain) == pytest.approx((1 + PRIOR_WEIGHT * model.prior(chain)) / (1 + PRIOR_WEIGHT))
 
 
