@@ -284,17 +284,25 @@ def main() -> None:
         write_csv(stem.with_suffix(".csv"), rows)
         stem.with_suffix(".json").write_text(json.dumps({**meta, "prompt_class": name, "summary": summary}, indent=2) + "\n")
         cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
-        title = f"{tag}: {len(rows) // len(summary)} held-out {name} prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
+        title = f"{tag}: {len(rows) // len(summary)} {'' if name == 'random' else 'held-out '}{name} prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
         plot_generation(summary, stem.with_suffix(".png"), title)
         plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
-        print(f"\n{name} prompts\n| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for s in summary:
-            cell = lambda value, fmt: "-" if value is None else format(value, fmt) + ("x" if fmt == ".2f" else "")  # noqa: E731
-            exact = "n/a (sampled)" if s["exact_match"] is None else f"{s['exact_match']:.0%}"
-            print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')} "
-                  f"| {cell(s['tau'], '.3f')} | {cell(s['rows_per_step'], '.1f')} | {exact} |")
+        print(f"\n{name} prompts\n{markdown_table(summary)}")
         print(f"wrote {stem}.csv, .json, .png, -auto.png")
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The summary rows as a Markdown table (as printed, and as quoted in the README)."""
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt) + ("x" if fmt == ".2f" else "")
+
+    lines = ["| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in summary:
+        exact = "n/a (sampled)" if s["exact_match"] is None else f"{s['exact_match']:.0%}"
+        lines.append(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')} "
+                     f"| {cell(s['tau'], '.2f').removesuffix('x')} | {cell(s['rows_per_step'], '.1f')} | {exact} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
