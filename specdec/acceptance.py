@@ -5,16 +5,20 @@ reaches its parent. It depends on where the node's token came from (``kind``: FI
 the lookup chain, or both agreeing), its depth, and for ranked tokens the draft's own probability
 (EAGLE-2 ranks by it too). Each ``(kind, depth, bucket)`` holds a Beta posterior: every verified
 node adds one observation, and the prior, with the weight of :data:`PRIOR_WEIGHT` observations, is
-the draft's probability (or a fixed guess for lookup chains), scaled down where nodes of the same
-``(kind, depth)`` have done worse than those guesses (never up: a key earns more through its own
-observations). Acceptance runs in streaks (a model repeating itself accepts everything, then
-nothing once it stops), so every estimate is kept twice: for steps that follow a step which
-accepted a draft (``hot``) and for the others; without that split, a streak's successes kept the
-planner drafting for dozens of failed steps after it. The calibration lets one bucket's evidence
-speak for the others: a source whose confident drafts keep failing (an untrained predictor ranks
-the current token with probability 0.9) is distrusted at every probability after a few steps, not
-only in the buckets it has already tried. Observations decay by :data:`FORGET` per update, so the
-estimates follow a change of text.
+the draft's probability (or a fixed guess for lookup chains).
+
+Two refinements, each found on a benchmark where the plain estimates kept a useless draft alive:
+
+- *Calibrated priors.* A bucket's prior is scaled down where nodes of the same ``(kind, depth)``
+  have done worse than their guesses (never up: a key earns more through its own observations).
+  An untrained predictor ranks the current token with probability 0.9; after a few misses its
+  drafts are distrusted at every probability, not only in the buckets already tried.
+- *Streaks.* Acceptance runs in streaks (a model repeating itself accepts everything, then
+  nothing once it stops), so every estimate is kept twice: for steps that follow a step which
+  accepted a draft (``hot``) and for the others. Without the split, one repetitive prompt's
+  successes kept the planner drafting for dozens of failed steps on the next.
+
+Observations decay by :data:`FORGET` per update, so the estimates follow a change of text.
 """
 
 import bisect
