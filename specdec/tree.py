@@ -102,11 +102,17 @@ class TreeShape:
 
     def ancestors(self, row: int) -> list[int]:
         """Rows on the path from the root to ``row``, both included, root first."""
-        chain = [row]
-        while row != 0:
-            row = self.parents[row - 1]
-            chain.append(row)
-        return chain[::-1]
+        return ancestors(self.parents, row)
+
+
+def ancestors(parents: Sequence[int], row: int) -> list[int]:
+    """Rows from the root to ``row`` (both included, root first) of a tree whose node ``r`` (row
+    ``r``, from 1) has parent row ``parents[r - 1]``."""
+    chain = [row]
+    while row != 0:
+        row = parents[row - 1]
+        chain.append(row)
+    return chain[::-1]
 
 
 def _validate_paths(spec, k: int) -> tuple[tuple[int, ...], ...]:
@@ -182,11 +188,7 @@ class StepLayout:
 
     def ancestors(self, row: int) -> list[int]:
         """Real rows on the path from the root to ``row``, both included, root first."""
-        chain = [row]
-        while row != 0:
-            row = self.parents[row - 1]
-            chain.append(row)
-        return chain[::-1]
+        return ancestors(self.parents, row)
 
     @classmethod
     def build(cls, shape: TreeShape, pseudo_per_row: int, device: torch.device) -> "StepLayout":

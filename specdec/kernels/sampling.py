@@ -32,9 +32,8 @@ import triton.language as tl
 
 from . import argmax as _argmax
 from . import reference
-from .argmax import NUM_STAGES, NUM_WARPS, _rounded_logits, check_lm_head_inputs, default_blocks, split_vocab
-from .launch import pick_block, row_major
-from .topk import MAX_K, insert_tile, ranked_candidates
+from .argmax import NUM_STAGES, NUM_WARPS, _rounded_logits, check_lm_head_inputs
+from .topk import MAX_K, candidate_pass, insert_tile, ranked_candidates
 
 TRUNCATION_K = 64
 
@@ -249,70 +248,56 @@ def lm_head_sample(
         return ids
     truncate = bool(top_k) or top_p < 1.0 or min_p > 0.0
     k = min(top_k or TRUNCATION_K, vocab) if truncate else 1
-    defaults = default_blocks(rows, d, hidden.dtype, device)
-    block_rows = pick_block("block_rows", block_rows, defaults[0])
-    block_vocab = pick_block("block_vocab", block_vocab, defaults[1])
-    block_hidden = pick_block("block_hidden", block_hidden, defaults[2])
-    hidden, weight = row_major(hidden), row_major(weight)
+    run = candidate_pass(hidden, weight, k, block_rows, block_vocab, block_hidden)
     streams = reference.stream_keys(seed, offsets.to(device))
-
-    row_blocks = triton.cdiv(rows, block_rows)
-    blocks_per_split, splits = split_vocab(triton.cdiv(vocab, block_vocab), row_blocks, device)
-    part_val = _argmax._empty((rows, splits, k), torch.float32, device)
-    part_idx = _argmax._empty((rows, splits, k), torch.int32, device)
-    part_max = _argmax._empty((rows, splits), torch.float32, device)
-    part_sum = _argmax._empty((rows, splits), torch.float32, device)
-    part_best = _argmax._empty((rows, splits), torch.float64, device)
+    part_best = _argmax._empty((rows, run.splits), torch.float64, device)
     flags = _argmax._empty((rows,), torch.int32, device)
-    block_k = triton.next_power_of_2(k)
-    _sample_partial_kernel[(row_blocks, splits)](
-        hidden,
-        weight,
+    _sample_partial_kernel[(run.row_blocks, run.splits)](
+        run.hidden,
+        run.weight,
         streams,
-        part_val,
-        part_idx,
-        part_max,
-        part_sum,
+        run.part_val,
+        run.part_idx,
+        run.part_max,
+        run.part_sum,
         part_best,
         rows,
         vocab,
         d,
-        hidden.stride(0),
-        weight.stride(0),
-        blocks_per_split,
-        splits,
+        run.hidden.stride(0),
+        run.weight.stride(0),
+        run.blocks_per_split,
+        run.splits,
         k,
         1.0 / temperature,
-        BLOCK_ROWS=block_rows,
-        BLOCK_VOCAB=block_vocab,
-        BLOCK_HIDDEN=block_hidden,
-        BLOCK_K=block_k,
+        BLOCK_ROWS=run.block_rows,
+        BLOCK_VOCAB=run.block_vocab,
+        BLOCK_HIDDEN=run.block_hidden,
+        BLOCK_K=run.block_k,
         TRUNCATE=truncate,
         num_warps=NUM_WARPS,
         num_stages=NUM_STAGES,
     )
-    block_cands = triton.next_power_of_2(splits * k)
-    reduce_rows = min(triton.next_power_of_2(rows), max(1, 4096 // block_cands))
-    _sample_reduce_kernel[(triton.cdiv(rows, reduce_rows),)](
-        part_val,
-        part_idx,
-        part_max,
-        part_sum,
+    _sample_reduce_kernel[(triton.cdiv(rows, run.reduce_rows),)](
+        run.part_val,
+        run.part_idx,
+        run.part_max,
+        run.part_sum,
         part_best,
         streams,
         ids,
         flags,
         rows,
-        splits,
+        run.splits,
         k,
         1.0 / temperature,
         top_k,
         top_p,
         math.log(min_p) if min_p > 0 else float("-inf"),
-        BLOCK_ROWS=reduce_rows,
-        BLOCK_SPLITS=triton.next_power_of_2(splits),
-        BLOCK_CANDS=block_cands,
-        BLOCK_K=block_k,
+        BLOCK_ROWS=run.reduce_rows,
+        BLOCK_SPLITS=triton.next_power_of_2(run.splits),
+        BLOCK_CANDS=run.block_cands,
+        BLOCK_K=run.block_k,
         TRUNCATE=truncate,
     )
     if truncate and not top_k and (top_p < 1.0 or min_p > 0.0):

@@ -35,6 +35,8 @@ counts. Block sizes and splits are :func:`~specdec.kernels.argmax.default_blocks
 :func:`~specdec.kernels.argmax.split_vocab`'s.
 """
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -226,58 +228,44 @@ def lm_head_topk(
     lse = _argmax._empty((rows,), torch.float32, device)
     if rows == 0:
         return ids, values, lse
-    defaults = default_blocks(rows, d, hidden.dtype, device)
-    block_rows = pick_block("block_rows", block_rows, defaults[0])
-    block_vocab = pick_block("block_vocab", block_vocab, defaults[1])
-    block_hidden = pick_block("block_hidden", block_hidden, defaults[2])
-    hidden, weight = row_major(hidden), row_major(weight)
-
-    row_blocks = triton.cdiv(rows, block_rows)
-    blocks_per_split, splits = split_vocab(triton.cdiv(vocab, block_vocab), row_blocks, device)
-    part_val = _argmax._empty((rows, splits, k), torch.float32, device)
-    part_idx = _argmax._empty((rows, splits, k), torch.int32, device)
-    part_max = _argmax._empty((rows, splits), torch.float32, device)
-    part_sum = _argmax._empty((rows, splits), torch.float32, device)
-    _topk_partial_kernel[(row_blocks, splits)](
-        hidden,
-        weight,
-        part_val,
-        part_idx,
-        part_max,
-        part_sum,
+    run = candidate_pass(hidden, weight, k, block_rows, block_vocab, block_hidden)
+    _topk_partial_kernel[(run.row_blocks, run.splits)](
+        run.hidden,
+        run.weight,
+        run.part_val,
+        run.part_idx,
+        run.part_max,
+        run.part_sum,
         rows,
         vocab,
         d,
-        hidden.stride(0),
-        weight.stride(0),
-        blocks_per_split,
-        splits,
+        run.hidden.stride(0),
+        run.weight.stride(0),
+        run.blocks_per_split,
+        run.splits,
         k,
-        BLOCK_ROWS=block_rows,
-        BLOCK_VOCAB=block_vocab,
-        BLOCK_HIDDEN=block_hidden,
-        BLOCK_K=triton.next_power_of_2(k),
+        BLOCK_ROWS=run.block_rows,
+        BLOCK_VOCAB=run.block_vocab,
+        BLOCK_HIDDEN=run.block_hidden,
+        BLOCK_K=run.block_k,
         num_warps=NUM_WARPS,
         num_stages=NUM_STAGES,
     )
-    block_splits = triton.next_power_of_2(splits)
-    block_cands = triton.next_power_of_2(splits * k)
-    reduce_rows = min(triton.next_power_of_2(rows), max(1, 4096 // block_cands))  # tiles of <= 4096 values
-    _topk_reduce_kernel[(triton.cdiv(rows, reduce_rows),)](
-        part_val,
-        part_idx,
-        part_max,
-        part_sum,
+    _topk_reduce_kernel[(triton.cdiv(rows, run.reduce_rows),)](
+        run.part_val,
+        run.part_idx,
+        run.part_max,
+        run.part_sum,
         ids,
         values,
         lse,
         rows,
-        splits,
+        run.splits,
         k,
-        BLOCK_ROWS=reduce_rows,
-        BLOCK_SPLITS=block_splits,
-        BLOCK_CANDS=block_cands,
-        BLOCK_K=triton.next_power_of_2(k),
+        BLOCK_ROWS=run.reduce_rows,
+        BLOCK_SPLITS=triton.next_power_of_2(run.splits),
+        BLOCK_CANDS=run.block_cands,
+        BLOCK_K=run.block_k,
     )
     return ids, values, lse
 
@@ -286,3 +274,56 @@ def check_top_k(k: int, vocab: int) -> None:
     """Raise ``ValueError`` unless ``1 <= k <= min(vocab, MAX_K)``."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(vocab, MAX_K):
         raise ValueError(f"lm_head_topk: k must be an int in [1, {min(vocab, MAX_K)}] (vocabulary {vocab}), got {k!r}")
+
+
+class CandidatePass(NamedTuple):
+    """Launch geometry and phase-1 buffers of a tiled pass over the LM head that keeps ``k``
+    candidates (and the ``(max, sum of exp)`` pair) per row and vocabulary split; shared by
+    :func:`lm_head_topk` and :func:`specdec.kernels.sampling.lm_head_sample`."""
+
+    hidden: torch.Tensor  # [N, d] row-major
+    weight: torch.Tensor  # [V, d] row-major
+    block_rows: int
+    block_vocab: int
+    block_hidden: int
+    block_k: int  # next power of two >= k
+    row_blocks: int
+    blocks_per_split: int
+    splits: int
+    part_val: torch.Tensor  # float32 [N, splits, k]
+    part_idx: torch.Tensor  # int32 [N, splits, k]
+    part_max: torch.Tensor  # float32 [N, splits]
+    part_sum: torch.Tensor  # float32 [N, splits]
+    block_cands: int  # next power of two >= splits * k: one row's candidates in the reduce
+    reduce_rows: int  # rows per reduce program (tiles of <= 4096 candidates)
+
+
+def candidate_pass(hidden, weight, k: int, block_rows, block_vocab, block_hidden) -> CandidatePass:
+    """The :class:`CandidatePass` for ``hidden [N >= 1, d]`` and ``weight [V, d]`` (tile sizes as
+    :func:`lm_head_topk` takes them; None picks the defaults)."""
+    rows, d = hidden.shape
+    device = hidden.device
+    defaults = default_blocks(rows, d, hidden.dtype, device)
+    block_rows = pick_block("block_rows", block_rows, defaults[0])
+    block_vocab = pick_block("block_vocab", block_vocab, defaults[1])
+    block_hidden = pick_block("block_hidden", block_hidden, defaults[2])
+    row_blocks = triton.cdiv(rows, block_rows)
+    blocks_per_split, splits = split_vocab(triton.cdiv(weight.shape[0], block_vocab), row_blocks, device)
+    block_cands = triton.next_power_of_2(splits * k)
+    return CandidatePass(
+        row_major(hidden),
+        row_major(weight),
+        block_rows,
+        block_vocab,
+        block_hidden,
+        triton.next_power_of_2(k),
+        row_blocks,
+        blocks_per_split,
+        splits,
+        _argmax._empty((rows, splits, k), torch.float32, device),
+        _argmax._empty((rows, splits, k), torch.int32, device),
+        _argmax._empty((rows, splits), torch.float32, device),
+        _argmax._empty((rows, splits), torch.float32, device),
+        block_cands,
+        min(triton.next_power_of_2(rows), max(1, 4096 // block_cands)),
+    )
