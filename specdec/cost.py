@@ -7,7 +7,8 @@ runs through. The curve is measured, not assumed: :meth:`StepCost.calibrate` tim
 :meth:`StepCost.observe` refines it from every step the decoder runs. Between grid points the
 curve is linear; past the last measured point it continues with the last slope. The curve
 need not be monotone: on CPUs the matrix kernels change with the row count (SmolLM2-135M on
-2 cores, one run: 89 ms for 8 rows, 69 ms for 16), and the planner may use that.
+2 cores, ``bench/results/e2e-steps-smollm2-135m-cpu.csv``: 58.3 ms for 8 rows, 54.1 ms for 12),
+and the planner may use that.
 """
 
 from collections.abc import Callable
