@@ -82,7 +82,7 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
         drafts = torch.randint(0, model.config.vocab_size, (nodes,), device=device)
 
         def spec_step():
-            hidden = forward_step(parts, source, layout, tree_cache, ids[0, -1:], drafts, args.prefix, args.backend)
+            hidden, _ = forward_step(parts, source, layout, tree_cache, ids[0, -1:], drafts, args.prefix, args.backend)
             greedy = kernels.lm_head_argmax(hidden[: layout.num_real], parts.lm_head, backend=args.backend)[0]
             path, count = kernels.accept_walk(greedy, drafts, layout.node_parents, layout.depth, backend=args.backend)
             torch.cat([count.view(1), greedy[path.clamp(min=0)]]).tolist()

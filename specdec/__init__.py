@@ -9,7 +9,7 @@
 """
 
 from .demo import load_demo
-from .drafts import Candidates, DraftContext, DraftSource, FIRPDrafts, ForcedDrafts, LookupDrafts
+from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .stats import DecodeStats
@@ -26,10 +26,12 @@ __all__ = [
     "DecodeStats",
     "DraftContext",
     "DraftSource",
+    "EarlyExitDrafts",
     "FIRPDrafts",
     "ForcedDrafts",
     "FuturePredictor",
     "LookupDrafts",
+    "MaskDrafts",
     "TrainConfig",
     "TreeShape",
     "evaluate_predictor",

@@ -1,7 +1,7 @@
 """Online estimates of how likely each draft node is to be accepted.
 
 A node's *conditional* acceptance is the probability that verification moves to it given that it
-reaches its parent. It depends on where the node's token came from (``kind``: FIRP's ranking,
+reaches its parent. It depends on where the node's token came from (``kind``: a source's ranking,
 the lookup chain, or both agreeing), its depth, and for ranked tokens the draft's own probability
 (EAGLE-2 ranks by it too). Each ``(kind, depth, bucket)`` holds a Beta posterior: every verified
 node adds one observation, and the prior, with the weight of :data:`PRIOR_WEIGHT` observations, is
@@ -44,7 +44,7 @@ class AcceptanceModel:
 
     @staticmethod
     def ranked_key(kind: str, depth: int, prob: float) -> tuple:
-        """Key of a ranked token (``kind`` ``"firp"``, or ``"both"`` when the chain agrees) of draft probability ``prob``."""
+        """Key of a ranked token (``kind``: its source, ``"firp"``, ``"mask"`` or ``"exit"``, or ``"both"`` when the chain agrees) of draft probability ``prob``."""
         return kind, depth, bisect.bisect_left(PROB_EDGES, prob)
 
     @staticmethod

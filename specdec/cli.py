@@ -13,6 +13,7 @@ import torch
 from .demo import DEFAULT_DEMO, DEMOS
 from .tree import parse_tree_arg
 
+SOURCES = ("firp", "mask", "exit")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -24,15 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a FIRP predictor for a local Hugging Face checkpoint")
+    train = commands.add_parser("train", help="train a draft source (FIRP predictor, mask slots, early exit) for a local checkpoint")
     train.add_argument("--model", required=True, help="local model directory or demo name")
     train.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     train.add_argument("--data", nargs="+", required=True, help="text files, folders or JSONL files")
     train.add_argument("--eval-data", nargs="+", help="held-out text (default: the last 5%% of --data)")
     train.add_argument("--text-field", default="text", help="JSONL field holding the text")
+    train.add_argument("--source", choices=SOURCES, default="firp",
+                       help="firp: future-state maps at a transfer layer; mask: learned mask slots before layer 0 "
+                            "(SPACE on a frozen model); exit: early-exit heads (SPEED's early-layer guess)")
     layers = train.add_mutually_exclusive_group()
-    layers.add_argument("--layer", type=int, help="transfer layer (default: L // 4)")
-    layers.add_argument("--layers", help="comma-separated transfer layers to sweep; the best is saved")
+    layers.add_argument("--layer", type=int, help="transfer layer (firp, default: L // 4) or exit layer (exit, default: L // 2)")
+    layers.add_argument("--layers", help="comma-separated transfer layers to sweep (firp); the best is saved")
     train.add_argument("--k", type=int, default=3, help="future offsets (draft depth)")
     train.add_argument("--steps", type=int, default=300)
     train.add_argument("--batch-size", type=int, default=8)
@@ -107,6 +111,10 @@ def run_train(args) -> None:
     from .train import TrainConfig, evaluate_predictor, train_predictor
     from .train_data import as_sequences, read_corpus
 
+    if args.layers and args.source != "firp":
+        raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
+    if args.source == "mask" and args.layer is not None:
+        raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
     model, tokenizer = load_model(args)
     sequences = as_sequences(model, read_corpus(args.data, args.text_field), tokenizer, args.seq_len)
     if args.eval_data:
@@ -146,12 +154,13 @@ def run_train(args) -> None:
         sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
     else:
         config.checkpoint_dir = str(checkpoints)
-        predictor = train_predictor(model, sequences, args.layer, args.k, config=config, eval_data=held_out)
+        predictor = train_predictor(model, sequences, args.layer, args.k, source=args.source, config=config, eval_data=held_out)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
         sweep = None
     predictor.save_pretrained(out)
-    report = {"layer": predictor.layer, "k": predictor.k, **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
+    module = getattr(predictor, "module", predictor)
+    report = {"source": args.source, "layer": module.layer, "k": module.k, **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
     if sweep:
         report["sweep"] = sweep
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -83,25 +83,35 @@ def forward_step(
     nodes: torch.Tensor,
     prefix_len: int,
     backend: str,
-) -> torch.Tensor:
-    """One pass over the root ``[1]``, draft ``nodes [M]`` and pseudo rows; returns normed hidden ``[S, d]``."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over the root ``[1]``, draft ``nodes [M]`` and pseudo rows.
+
+    Returns the final-normed hidden states ``[S, d]`` and, for a source with an early exit, the
+    real rows' hidden states ``[R, d]`` after its ``exit_layer`` (else None).
+    """
     real = layout.num_real
     positions = layout.offsets + prefix_len
     hidden = parts.embed(torch.cat([root, nodes]))[None]
     rotary = parts.rotary(hidden, positions[None])
     num_layers = len(parts.layers)
-    split = source.layer + 1 if layout.num_pseudo else num_layers
-    real_step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
-    real_rotary = tuple(part[:, :real] for part in rotary)
-    hidden = parts.run_layers(hidden, 0, split, cache, real_rotary, positions[:real], real_step)
-    if layout.num_pseudo:
-        rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
-        rows[:, :real] = hidden
-        owners = hidden[0] if layout.owner_rows is None else hidden[0].index_select(0, layout.owner_rows)
-        source.inject(owners, rows[0, real:])
-        full_step = StepAttention(prefix_len, layout.full_bits, positions, backend)
-        hidden = parts.run_layers(rows, split, num_layers, cache, rotary, positions, full_step)
-    return parts.norm(hidden[0])
+    inject_at = source.layer + 1 if layout.num_pseudo else None  # 0 for sources that inject before layer 0
+    exit_at = source.exit_layer + 1 if source.exit_layer is not None else None
+    step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
+    step_rotary, step_positions = tuple(part[:, :real] for part in rotary), positions[:real]
+    exit_hidden, done = None, 0
+    for stop in sorted({num_layers} | {at for at in (inject_at, exit_at) if at is not None}):
+        hidden = parts.run_layers(hidden, done, stop, cache, step_rotary, step_positions, step)
+        done = stop
+        if stop == exit_at:
+            exit_hidden = hidden[0, :real]
+        if stop == inject_at:
+            rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
+            rows[:, :real] = hidden
+            owners = hidden[0] if layout.owner_rows is None else hidden[0].index_select(0, layout.owner_rows)
+            source.inject(owners, rows[0, real:])
+            hidden, step_rotary, step_positions = rows, rotary, positions
+            step = StepAttention(prefix_len, layout.full_bits, positions, backend)
+    return parts.norm(hidden[0]), exit_hidden
 
 
 def chain_step_seconds(parts, source, cache, layouts: LayoutCache, root, prefix_len: int, rows: int, backend: str) -> float:
@@ -114,13 +124,20 @@ def chain_step_seconds(parts, source, cache, layouts: LayoutCache, root, prefix_
     sync = torch.cuda.synchronize if root.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
-    hidden = forward_step(parts, source, layout, cache, root, nodes, prefix_len, backend)
+    hidden, _ = forward_step(parts, source, layout, cache, root, nodes, prefix_len, backend)
     greedy = kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0]
     path, count = kernels.accept_walk(greedy, nodes, layout.node_parents, layout.depth, backend=backend)
     torch.cat([count.view(1), greedy[path.clamp(min=0)], path]).tolist()
     seconds = time.perf_counter() - start
     cache.truncate(prefix_len)
     return seconds
+
+
+def early_exit(parts: ModelParts, source: DraftSource, exit_hidden):
+    """``f(row [1] int64) -> [exit_depth, d]`` final-normed early-exit states of a real row, or None."""
+    if exit_hidden is None:
+        return None
+    return lambda row: parts.norm(source.exit_states(exit_hidden.index_select(0, row)))
 
 
 def speculative_generate(
@@ -162,8 +179,8 @@ def speculative_generate(
         if last is not None:
             planner.observe_seconds(last[0], now - last[1], last[2])
         prefix_len = length - 1  # committed tokens in the cache: all but the root
-        hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
-        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend)
+        hidden, exit_hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
+        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early_exit(parts, source, exit_hidden))
         accepted = len(verdict.tokens) - 1
         per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
         planner.observe(plan, verdict.path)
@@ -190,7 +207,7 @@ def speculative_generate(
     stats = DecodeStats(
         steps=len(per_step),
         new_tokens=length - prompt_len,
-        k=source.k,
+        k=source.depth,
         nodes=nodes,
         rows=rows,
         accepted=accepted,

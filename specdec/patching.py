@@ -100,9 +100,9 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
     else:
         raise TypeError(f"predictor must be a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
     check_backend(backend)
-    shape = None if isinstance(tree, str) and tree == "auto" else TreeShape.resolve(tree, source.k)
-    if shape is not None and shape.num_nodes and not source.k:
-        raise ValueError("static trees draft from pseudo rows, and this source injects none: use tree='auto'")
+    shape = None if isinstance(tree, str) and tree == "auto" else TreeShape.resolve(tree, source.depth)
+    if shape is not None and shape.num_nodes and not source.depth:
+        raise ValueError("static trees draft from ranked candidates (pseudo rows or an early exit), and this source has none: use tree='auto'")
     parts = _validated(model, source, shape)
     wrapped_name(unwrapped_name(model.config._attn_implementation))  # refuses flash/flex/... before any change
     prepared = source.prepared(model, backend)
@@ -247,7 +247,7 @@ def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, r
     memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
     num_layers = len(parts.layers)
     fraction = (num_layers - source.layer - 1) / num_layers if source.layer is not None else 0.0
-    return AutoPlanner(source.k, fraction, max(source.k, source.chain_depth), memory, cost, layouts)
+    return AutoPlanner(source.k, fraction, max(source.depth, source.chain_depth), memory, cost, layouts)
 
 
 def unsupported_request(input_ids, logits_processor, generation_config, model_kwargs) -> str | None:

@@ -7,9 +7,9 @@ draft nodes (tokens, parents) and the real rows that carry pseudo rows.
 
 1. expands the candidates best-first into a tree (EAGLE-2 style): a node's path probability is its
    parent's times its conditional acceptance from :class:`~specdec.acceptance.AcceptanceModel`.
-   FIRP's ranked tokens at depth ``j`` hang under every depth ``j - 1`` node, the lookup chain
-   continues under its own nodes (deeper than ``k`` if it reaches), and a chain token that FIRP
-   also ranks is one node;
+   The ranked tokens at depth ``j`` (FIRP's, mask slots', early exit's) hang under every depth
+   ``j - 1`` node, the lookup chain continues under its own nodes (deeper than ``k`` if it
+   reaches), and a chain token that is also ranked is one node;
 2. picks how many of those nodes to verify (a prefix of the best-first order, so always a tree) and
    which rows get pseudo rows, maximising ``E - rho * T``: ``E`` = 1 + the sum of the nodes' path
    probabilities (expected tokens), plus ``g`` times the probability that the step ends on a row
@@ -45,6 +45,7 @@ RATE_DECAY = 0.95
 GAIN_DECAY = 0.9
 GAIN_PRIOR = 0.5
 EXPLORE_FIRST, EXPLORE_MAX = 8, 256
+FREE = frozenset({"exit"})  # ranked kinds that need no pseudo rows
 
 
 @dataclass
@@ -182,11 +183,11 @@ class AutoPlanner:
         return memory.rate_tokens / memory.rate_seconds if memory.rate_seconds > 0 else 1.0 / self.cost(1.0)
 
     def plan(self, cands: Candidates) -> Plan:
-        nodes = self._expand(cands, ranked=True)
+        nodes = self._expand(cands)
         choice = self._select(nodes)
         memory = self.memory
-        if cands.ranked:  # g: what this ranking adds over the chain alone
-            without = self._select(self._expand(cands, ranked=False)).value
+        if cands.ranked:  # g: what the pseudo rows' ranking adds over the chain and the early exit alone
+            without = self._select(self._expand(cands, FREE)).value
             gain = max(0.0, choice.value - without)
             memory.gain = GAIN_DECAY * memory.gain + (1 - GAIN_DECAY) * gain
             if gain > 0.05:
@@ -229,16 +230,21 @@ class AutoPlanner:
     def _rows(self, real: int, owners: int) -> float:
         return real + owners * self.k * self.fraction
 
-    def _expand(self, cands: Candidates, ranked: bool) -> list[tuple]:
-        """Candidate nodes best-first: ``(path probability, parent row, token, key)``, parents first."""
+    def _expand(self, cands: Candidates, use: frozenset | None = None) -> list[tuple]:
+        """Candidate nodes best-first: ``(path probability, parent row, token, key)``, parents first.
+
+        Ranked tokens count only if their kind is in ``use`` (None: all; :data:`FREE`: the early
+        exit's, which a step has whatever rows it carries).
+        """
         acceptance = self.memory.acceptance
         by_depth = []  # per depth: token -> (conditional probability, key, draft probability)
-        for depth, (tokens, logps) in enumerate(zip(cands.ranked, cands.logp) if ranked else (), start=1):
+        for depth, (tokens, logps) in enumerate(zip(cands.ranked, cands.logp), start=1):
+            kinds = cands.kinds[depth - 1] if cands.kinds else ["firp"] * len(tokens)
             row = {}
-            for token, logp in zip(tokens, logps):
-                if token not in row:
+            for token, logp, kind in zip(tokens, logps, kinds):
+                if token not in row and (use is None or kind in use):
                     prob = math.exp(logp)
-                    key = acceptance.ranked_key("firp", depth, prob)
+                    key = acceptance.ranked_key(kind, depth, prob)
                     row[token] = (acceptance.prob(key), key, prob)
             by_depth.append(row)
         chain, ngram = cands.chain[: self.max_depth], cands.chain_ngram

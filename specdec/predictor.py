@@ -21,12 +21,21 @@ def model_fingerprint(model_or_config) -> dict:
 class FuturePredictor(nn.Module):
     """``k`` maps ``p_i(h) = W_i h + b_i`` from the hidden state after layer ``layer``.
 
+    This is the trainable protocol :func:`specdec.train_predictor` drives: ``k`` offsets, the
+    ``layer`` whose output ``forward`` reads (-1: the token embeddings), ``refine`` (whether the
+    states run through layers ``layer + 1 ..`` before the LM head, or go straight to the final norm
+    and LM head), ``forward``, ``check_model`` and ``save_pretrained``/``from_pretrained``.
+
     Attributes:
         weight: ``[k, d, d]`` (``weight[i]`` is ``W_{i+1}``, out x in like ``nn.Linear``).
         bias: ``[k, d]``.
         layer: the transfer layer ``t``: pseudo states are made from layer ``t``'s output.
         fingerprint: the model config fields this predictor was made for.
     """
+
+    SOURCE = "firp"  # the draft source this module's files belong to (checked on load)
+    WHAT = "predictor"  # how errors name it
+    refine = True
 
     def __init__(self, hidden_size: int, k: int, layer: int, fingerprint: dict):
         super().__init__()
@@ -60,41 +69,24 @@ class FuturePredictor(nn.Module):
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` naming the first fingerprint field that differs from ``model``."""
-        found = model_fingerprint(model)
-        for field in FINGERPRINT_FIELDS:
-            if self.fingerprint.get(field) != found[field]:
-                raise ValueError(
-                    f"predictor does not match the model: {field} is {self.fingerprint.get(field)!r} "
-                    f"in the predictor but {found[field]!r} in the model"
-                )
+        found = check_fingerprint(self.fingerprint, model, self.WHAT)
         check_layer(self.layer, found["num_hidden_layers"])
         if self.hidden_size != found["hidden_size"]:
-            raise ValueError(f"predictor maps are {self.hidden_size} wide but the model's hidden size is {found['hidden_size']}")
+            raise ValueError(f"{self.WHAT} maps are {self.hidden_size} wide but the model's hidden size is {found['hidden_size']}")
 
     def config_dict(self) -> dict:
-        return {
-            "format_version": FORMAT_VERSION,
-            "layer": self.layer,
-            "k": self.k,
-            "hidden_size": self.hidden_size,
-            "fingerprint": self.fingerprint,
-        }
+        return config_dict(self.SOURCE, self.layer, self.k, self.hidden_size, self.fingerprint)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``predictor_config.json`` and ``predictor.safetensors`` into directory ``path``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {"weight": self.weight.detach().contiguous().cpu(), "bias": self.bias.detach().contiguous().cpu()}
-        save_file(tensors, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-        (path / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        save(path, self.config_dict(), {"weight": self.weight, "bias": self.bias})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> "FuturePredictor":
         """Load a predictor saved by :meth:`save_pretrained`; raise clear errors on bad files."""
-        config = read_config(Path(path))
-        tensors = read_weights(Path(path), config)
+        config = read_config(Path(path), cls.SOURCE)
+        k, d = config["k"], config["hidden_size"]
+        tensors = read_weights(Path(path), {"weight": (k, d, d), "bias": (k, d)})
         predictor = cls(config["hidden_size"], config["k"], config["layer"], config["fingerprint"])
         with torch.no_grad():
             predictor.weight.copy_(tensors["weight"])
@@ -107,12 +99,46 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_fingerprint(fingerprint: dict, model, what: str) -> dict:
+    """Raise ``ValueError`` naming the first fingerprint field that differs; returns the model's."""
+    found = model_fingerprint(model)
+    for field in FINGERPRINT_FIELDS:
+        if fingerprint.get(field) != found[field]:
+            raise ValueError(
+                f"{what} does not match the model: {field} is {fingerprint.get(field)!r} "
+                f"in the {what} but {found[field]!r} in the model"
+            )
+    return found
+
+
+def config_dict(source: str, layer: int, k: int, hidden_size: int, fingerprint: dict) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "layer": layer,
+        "k": k,
+        "hidden_size": hidden_size,
+        "fingerprint": fingerprint,
+    }
+
+
+def save(path: str | Path, config: dict, tensors: dict) -> None:
+    """Write ``config`` as ``predictor_config.json`` and ``tensors`` as ``predictor.safetensors`` into ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+
+
 def check_layer(layer: int, num_layers: int) -> None:
     if not is_int(layer) or not 0 <= layer < num_layers:
         raise ValueError(f"transfer layer must be an int in [0, {num_layers - 1}] for a {num_layers}-layer model, got {layer!r}")
 
 
-def read_config(path: Path) -> dict:
+def read_config(path: Path, source: str) -> dict:
+    """The checked config of the ``source`` (``"firp"``, ``"mask"``, ``"exit"``) saved in ``path``."""
     file = path / CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no predictor at {path}: {CONFIG_NAME} is missing")
@@ -129,10 +155,17 @@ def read_config(path: Path) -> dict:
         raise ValueError(f"predictor format {config['format_version']} in {file} is not supported (expected {FORMAT_VERSION})")
     if config["k"] < 1:
         raise ValueError(f"corrupted predictor config {file}: k={config['k']} must be >= 1")
+    saved = config.get("source", "firp")  # files written before mask and early-exit sources were FIRP's
+    if saved != source:
+        raise ValueError(f"{path} holds a {saved!r} draft source, not a {source!r} one (load it with {LOADERS.get(saved, saved)})")
     return config
 
 
-def read_weights(path: Path, config: dict) -> dict:
+LOADERS = {"firp": "FuturePredictor.from_pretrained", "mask": "MaskDrafts.from_pretrained", "exit": "EarlyExitDrafts.from_pretrained"}
+
+
+def read_weights(path: Path, expected: dict[str, tuple]) -> dict:
+    """The tensors saved in ``path``, checked against ``expected`` (name -> shape)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -143,8 +176,6 @@ def read_weights(path: Path, config: dict) -> dict:
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"corrupted predictor weights {file}: {err}") from None
-    k, d = config["k"], config["hidden_size"]
-    expected = {"weight": (k, d, d), "bias": (k, d)}
     for name, shape in expected.items():
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "missing"

@@ -23,12 +23,13 @@ class LayerResult:
 def measure_tau(model, predictor, prompts: list[torch.Tensor], max_new_tokens: int, tree="default") -> float:
     """Mean tokens per step of patched greedy decoding over ``prompts`` (each ``[1, P]``).
 
-    The predictor's own drafts (:class:`FIRPDrafts`, no lookup) in a static ``tree``, so the figure
-    measures the predictor and does not depend on timings as ``tree="auto"`` would.
+    The predictor's own drafts (:class:`FIRPDrafts` of a :class:`FuturePredictor`, or a draft source
+    as given, no lookup) in a static ``tree``, so the figure measures the drafts and does not depend
+    on timings as ``tree="auto"`` would.
     """
     if is_patched(model):
         raise ValueError("measure_tau patches the model itself: unpatch it first")
-    patch(model, FIRPDrafts(predictor), tree=tree)
+    patch(model, FIRPDrafts(predictor) if isinstance(predictor, FuturePredictor) else predictor, tree=tree)
     try:
         steps = new = 0
         for ids in prompts:

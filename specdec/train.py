@@ -1,4 +1,8 @@
-"""Training the FIRP predictor on a frozen model (firp.md, "Training the predictor").
+"""Training the FIRP predictor on a frozen model (firp.md, "Training the predictor"), and the same
+for the other trainable draft sources (mask slots, early-exit heads), which follow its protocol
+(see :class:`~specdec.predictor.FuturePredictor`): mask slots are pseudo rows made before layer 0
+(``t = -1``, from nothing but their learned vectors), early-exit heads are pseudo states that skip
+step 2's layers and go straight to the final norm and LM head.
 
 Per batch of token sequences ``[B, T]``:
 
@@ -35,9 +39,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from .drafts import DraftSource, EarlyExitDrafts, MaskDrafts
 from .predictor import FuturePredictor
 from .train_data import as_sequences, batch_at
 
+SOURCES = ("firp", "mask", "exit")
 CHECKPOINT_STATE = "trainer_state.pt"
 CURVE_NAME = "curve.jsonl"
 
@@ -90,11 +96,13 @@ def cache_kwarg(module) -> str:
 
 @torch.no_grad()
 def teacher_pass(model, ids: torch.Tensor, layer: int):
-    """Frozen forward of ``ids [B, T]``: logits ``[B, T, V]``, hidden after ``layer`` ``[B, T, d]``, keys, values."""
+    """Frozen forward of ``ids [B, T]``: logits ``[B, T, V]``, hidden after ``layer`` (-1: the embeddings)
+    ``[B, T, d]``, keys, values."""
     cache = DynamicCache()
     captured = []
     # A hook, not output_hidden_states: its last entry is after the final norm.
-    hook = model.model.layers[layer].register_forward_hook(lambda module, args, output: captured.append(output))
+    hooked = model.model.embed_tokens if layer < 0 else model.model.layers[layer]
+    hook = hooked.register_forward_hook(lambda module, args, output: captured.append(output))
     try:
         out = model(ids, use_cache=True, **{cache_kwarg(model): cache})
     finally:
@@ -131,7 +139,11 @@ def pseudo_mask(seq_len: int, starts: torch.Tensor, k: int, window: int | None, 
 
 
 def student_logits(model, predictor: FuturePredictor, hidden_t, keys, values, starts) -> torch.Tensor:
-    """Logits ``[B, N, k, V]`` (float32) of pseudo rows for positions ``starts [N]``."""
+    """Logits ``[B, N, k, V]`` (float32) of pseudo rows for positions ``starts [N]``.
+
+    ``predictor`` follows :class:`FuturePredictor`'s protocol; with ``refine`` False its states go
+    straight to the final norm and LM head.
+    """
     inner = model.model
     batch, seq_len, _ = hidden_t.shape
     k, layer = predictor.k, predictor.layer
@@ -141,7 +153,7 @@ def student_logits(model, predictor: FuturePredictor, hidden_t, keys, values, st
     rotary = inner.rotary_emb(hidden, positions)
     cache = PrefixCache(keys, values)
     masks: dict[int | None, torch.Tensor] = {}
-    for module in inner.layers[layer + 1 :]:
+    for module in inner.layers[layer + 1 :] if predictor.refine else ():
         window = layer_window(module, model.config)
         if window not in masks:
             masks[window] = pseudo_mask(seq_len, starts, k, window, hidden.dtype)
@@ -224,20 +236,26 @@ def train_predictor(
     layer: int | None = None,
     k: int = 3,
     *,
+    source: str = "firp",
     tokenizer=None,
     config: TrainConfig | None = None,
-    predictor: FuturePredictor | None = None,
+    predictor=None,
     eval_data=None,
     **overrides,
-) -> FuturePredictor:
-    """Train a FIRP predictor for the frozen ``model`` and return it (float32, on the model's device).
+):
+    """Train a draft source for the frozen ``model``; returns it (float32, on the model's device).
 
     Args:
         model: a supported ``*ForCausalLM``; its weights are not changed.
         data: texts (``list[str]``, needs ``tokenizer``) or packed token ids ``[N, T]``.
-        layer, k: transfer layer (default ``L // 4``) and number of future offsets.
+        layer, k: transfer layer (FIRP, default ``L // 4``) or exit layer (early exit, default
+            ``L // 2``; mask slots take none) and number of future offsets.
+        source: what to train when ``predictor`` is None: ``"firp"`` (returns a
+            :class:`FuturePredictor`), ``"mask"`` (a :class:`MaskDrafts`) or ``"exit"`` (an
+            :class:`EarlyExitDrafts`, default ``k`` 1 is the caller's to pass).
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
-        predictor: start from this predictor instead of the identity.
+        predictor: start from this :class:`FuturePredictor`, :class:`MaskDrafts` or
+            :class:`EarlyExitDrafts` instead (its trainable part is trained in place and it is returned).
         eval_data: held-out texts or token ids ``[N, T]`` for the accuracy-vs-tokens curve
             (``config.eval_every`` and ``config.checkpoint_dir`` must be set).
     """
@@ -245,43 +263,70 @@ def train_predictor(
     sequences = as_sequences(model, data, tokenizer, config.seq_len)
     device = next(model.parameters()).device
     if predictor is None:
-        predictor = FuturePredictor.for_model(model, layer=layer, k=k)
-    predictor = predictor.to(device=device, dtype=torch.float32).train()
-    predictor.check_model(model)
-    optimizer = torch.optim.AdamW(predictor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        predictor = new_source(model, source, layer, k)
+    module = trainable(predictor)
+    module.to(device=device, dtype=torch.float32).train()
+    module.check_model(model)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    start = load_checkpoint(config, predictor, optimizer, schedule) if config.resume else 0
-    hits = torch.zeros(2, predictor.k)
-    rows = torch.zeros(predictor.k)
+    start = load_checkpoint(config, module, optimizer, schedule) if config.resume else 0
+    hits = torch.zeros(2, module.k)
+    rows = torch.zeros(module.k)
     curve = eval_data is not None and config.eval_every > 0 and config.checkpoint_dir is not None
     held_out = as_sequences(model, eval_data, tokenizer, config.seq_len) if curve else None
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress, desc=f"train layer {predictor.layer}")
+    desc = f"train {module.SOURCE}" + (f" layer {module.layer}" if module.layer >= 0 else "")
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress, desc=desc)
     with _FrozenModel(model):
         if curve and start == 0:
-            record_curve(config, 0, model, predictor, held_out)
+            record_curve(config, 0, model, module, held_out)
         for step in bar:
             ids = batch_at(sequences, config.batch_size, config.seed, step).to(device)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            starts = sample_starts(ids.shape[1], predictor.k, config.positions, generator, device)
+            starts = sample_starts(ids.shape[1], module.k, config.positions, generator, device)
             with autocast(config, device):
-                teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
-                student = student_logits(model, predictor, hidden_t, keys, values, starts)
-            loss = predictor_loss(student, teacher, ids, starts, predictor.k, config.loss)
+                teacher, hidden_t, keys, values = teacher_pass(model, ids, module.layer)
+                student = student_logits(model, module, hidden_t, keys, values, starts)
+            loss = predictor_loss(student, teacher, ids, starts, module.k, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(predictor.parameters(), config.clip)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip)
             optimizer.step()
             schedule.step()
-            step_hits, step_rows = agreement(student.detach(), teacher, starts, predictor.k)
+            step_hits, step_rows = agreement(student.detach(), teacher, starts, module.k)
             hits, rows = 0.9 * hits + step_hits.cpu(), 0.9 * rows + step_rows
             top1 = " ".join(f"{v:.2f}" for v in (hits[0] / rows).tolist())
             bar.set_postfix_str(f"loss {loss.item():.3f} top1/offset {top1}")
             if curve and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-                record_curve(config, step + 1, model, predictor, held_out)
-                predictor.train()
+                record_curve(config, step + 1, model, module, held_out)
+                module.train()
             if config.checkpoint_dir and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-                save_checkpoint(config, predictor, optimizer, schedule, step + 1)
-    return predictor.eval()
+                save_checkpoint(config, module, optimizer, schedule, step + 1)
+    module.eval()
+    return predictor
+
+
+def new_source(model, source: str, layer: int | None, k: int):
+    """An untrained ``source`` (``"firp"``, ``"mask"``, ``"exit"``) for ``model``."""
+    if source == "firp":
+        return FuturePredictor.for_model(model, layer=layer, k=k)
+    if source == "mask":
+        if layer is not None:
+            raise ValueError("mask slots enter before layer 0: they take no layer")
+        return MaskDrafts.for_model(model, k=k)
+    if source == "exit":
+        return EarlyExitDrafts.for_model(model, layer=layer, k=k)
+    raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+
+
+def trainable(predictor):
+    """The module :func:`train_predictor` trains: a :class:`FuturePredictor` itself, a source's ``module``."""
+    if isinstance(predictor, DraftSource):
+        if not isinstance(predictor, (MaskDrafts, EarlyExitDrafts)):
+            raise TypeError(f"{type(predictor).__name__} has nothing to train (pass its FuturePredictor)")
+        return predictor.module
+    if not isinstance(predictor, FuturePredictor):
+        raise TypeError(f"predictor must be a FuturePredictor, MaskDrafts or EarlyExitDrafts, got {type(predictor).__name__}")
+    return predictor
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -328,14 +373,17 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate_predictor(model, predictor: FuturePredictor, data, *, tokenizer=None, seq_len: int = 256, batch_size: int = 8) -> dict:
+def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int = 256, batch_size: int = 8) -> dict:
     """Per-offset top-1 / top-5 agreement with the frozen model's greedy token on held-out ``data``.
+
+    ``predictor``: a :class:`FuturePredictor`, :class:`MaskDrafts` or :class:`EarlyExitDrafts`.
 
     Returns ``{"top1": [k floats], "top5": [k floats], "kl": float, "rows": int}`` (kl: mean per pseudo row).
     """
     sequences = as_sequences(model, data, tokenizer, seq_len)
     device = next(model.parameters()).device
-    predictor = predictor.to(device=device, dtype=torch.float32).eval()
+    predictor = trainable(predictor)
+    predictor.to(device=device, dtype=torch.float32).eval()
     hits, rows, kl_sum = torch.zeros(2, predictor.k), torch.zeros(predictor.k), 0.0
     with _FrozenModel(model):
         for begin in range(0, sequences.shape[0], batch_size):
@@ -363,7 +411,7 @@ def load_checkpoint(config, predictor, optimizer, schedule) -> int:
     if not config.checkpoint_dir or not (Path(config.checkpoint_dir) / CHECKPOINT_STATE).is_file():
         raise FileNotFoundError(f"resume: no checkpoint in {config.checkpoint_dir!r}")
     path = Path(config.checkpoint_dir)
-    saved = FuturePredictor.from_pretrained(path)
+    saved = type(predictor).from_pretrained(path)
     if (saved.layer, saved.k, saved.fingerprint) != (predictor.layer, predictor.k, predictor.fingerprint):
         raise ValueError(f"resume: the checkpoint in {path} is for layer {saved.layer}, k {saved.k}, another model or setting")
     predictor.load_state_dict(saved.to(predictor.weight.device).state_dict())

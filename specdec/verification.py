@@ -156,7 +156,7 @@ def _ranked(lm_head, pseudo_hidden, top_k: int, backend: str):
     return kernels.lm_head_topk(pseudo_hidden, lm_head, top_k, backend=backend)
 
 
-def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str) -> Verdict:
+def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], backend: str, early=None) -> Verdict:
     """Verify ``plan`` by ``rule`` from the step's final-normed hidden states ``hidden [S, d]`` (model dtype).
 
     Args:
@@ -164,6 +164,9 @@ def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], bac
         lm_head: ``[V, d]`` the LM head weight.
         top_k: candidates per pseudo row to rank.
         tokens: the tokens so far (the root last), the context of the processors.
+        early: for a source with an early exit, ``f(end row [1]) -> [E, d]`` normed early-exit
+            states of the accepted row (see :func:`specdec.decoding.early_exit`); their top-K
+            become ``ranked.exit_ranked``/``exit_logp``, read in the same host round trip.
     """
     layout = plan.layout
     k = layout.pseudo_per_row
@@ -171,9 +174,15 @@ def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], bac
     path, count = kernels.accept_walk(targets, plan.nodes, layout.node_parents, layout.depth, backend=backend)
     emitted = targets[path.clamp(min=0)]
     read = [count.view(1), emitted, path]
+    end = path.gather(0, count.view(1))  # the row the walk ended on
+    exit_width = 0
+    if early is not None:
+        exit_ids, exit_logits, exit_lse = kernels.lm_head_topk(early(end), lm_head, top_k, backend=backend)
+        exit_width = exit_ids.numel()
+        read += [exit_ids.view(-1), (exit_logits - exit_lse[:, None]).view(-1)]
     if ranked_rows is not None:
         ids, logits, lse = ranked_rows
-        slot = layout.pseudo_slot.index_select(0, path.gather(0, count.view(1)))
+        slot = layout.pseudo_slot.index_select(0, end)
         rows = slot.clamp(min=0) * k + torch.arange(k, device=slot.device)
         read += [slot, ids.index_select(0, rows).view(-1), (logits - lse[:, None]).index_select(0, rows).view(-1)]
     host = torch.cat([part.double() for part in read]).tolist()  # the step's one host round trip
@@ -186,8 +195,14 @@ def verify(rule, lm_head, hidden, plan: Plan, top_k: int, tokens: list[int], bac
         path_rows=path,
         ranked=Candidates(),
     )
-    if ranked_rows is not None and host[1 + 2 * span] >= 0:
-        start, width = 2 + 2 * span, top_k
+    start = 1 + 2 * span
+    if exit_width:
+        ids_flat, logp_flat = host[start : start + exit_width], host[start + exit_width : start + 2 * exit_width]
+        verdict.ranked.exit_ranked = [[int(t) for t in ids_flat[j : j + top_k]] for j in range(0, exit_width, top_k)]
+        verdict.ranked.exit_logp = [logp_flat[j : j + top_k] for j in range(0, exit_width, top_k)]
+        start += 2 * exit_width
+    if ranked_rows is not None and host[start] >= 0:
+        start, width = start + 1, top_k
         ids_flat, logp_flat = host[start : start + k * width], host[start + k * width : start + 2 * k * width]
         verdict.ranked.ranked = [[int(t) for t in ids_flat[j * width : (j + 1) * width]] for j in range(k)]
         verdict.ranked.logp = [logp_flat[j * width : (j + 1) * width] for j in range(k)]

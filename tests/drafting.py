@@ -2,7 +2,7 @@
 
 import torch
 
-from specdec import Candidates, DraftContext, FIRPDrafts, ForcedDrafts, FuturePredictor
+from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts
 
 
 def perturbed_predictor(model, layer: int, k: int, seed: int = 0) -> FuturePredictor:
@@ -44,3 +44,23 @@ class ScrambledDrafts(ForcedDrafts):
 
 def forced(predictor, sequence, vocab_size, correct=True) -> ForcedDrafts:
     return ForcedDrafts(FIRPDrafts(predictor), sequence, vocab_size, correct=correct)
+
+
+def perturbed_mask(model, k: int, seed: int = 0) -> MaskDrafts:
+    """Mask slots with random (not mean-embedding) vectors, so slots of different offsets differ."""
+    source = MaskDrafts.for_model(model, k=k)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        source.module.embeddings.add_(torch.randn(source.module.embeddings.shape, generator=gen).to(source.module.embeddings))
+    return source
+
+
+def perturbed_exit(model, layer: int, k: int, seed: int = 0, inner=None) -> EarlyExitDrafts:
+    """An identity-initialised early exit with small random perturbations."""
+    source = EarlyExitDrafts.for_model(model, layer=layer, k=k, inner=inner)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head = source.module
+        head.weight.add_(0.05 * torch.randn(head.weight.shape, generator=gen).to(head.weight))
+        head.bias.add_(0.05 * torch.randn(head.bias.shape, generator=gen).to(head.bias))
+    return source

@@ -39,7 +39,7 @@ def test_training_logits_equal_decoding_pseudo_rows(arch, layer):
     cache = TreeKVCache(len(parts.layers), 64)
     with torch.no_grad():
         prefill(parts, cache, ids[0, :n], "torch")
-        hidden = forward_step(parts, FIRPDrafts(predictor).prepared(model, "torch"), layout, cache, ids[0, n : n + 1], ids.new_empty(0), n, "torch")
+        hidden, _ = forward_step(parts, FIRPDrafts(predictor).prepared(model, "torch"), layout, cache, ids[0, n : n + 1], ids.new_empty(0), n, "torch")
         decoded = (hidden[1:] @ parts.lm_head.T).float()
     torch.testing.assert_close(trained, decoded, atol=1e-4, rtol=1e-4)
     # The real row's logits are the teacher's at position n.

@@ -11,12 +11,19 @@ class Candidates:
         ranked: per depth ``j = 1..k``, candidate tokens in rank order (empty: no ranking, e.g. the
             accepted row carried no pseudo rows, or the first step).
         logp: the draft's log-probability of each ranked token (same shape as ``ranked``).
+        kinds: the source of each ranked token (``"firp"``, ``"mask"``, ``"exit"``; same shape as
+            ``ranked``; empty: every token is ``"firp"``); ``tree="auto"`` learns acceptance per kind.
+        exit_ranked, exit_logp: the early-exit ranking of the accepted row (:class:`EarlyExitDrafts`),
+            as ``ranked``/``logp``, until the source merges it into them.
         chain: a guessed continuation of any length (n-gram lookup), depth 1 first; may be empty.
         chain_ngram: the length of the n-gram whose match gave ``chain`` (0 without a chain).
     """
 
     ranked: list[list[int]] = field(default_factory=list)
     logp: list[list[float]] = field(default_factory=list)
+    kinds: list[list[str]] = field(default_factory=list)
+    exit_ranked: list[list[int]] = field(default_factory=list)
+    exit_logp: list[list[float]] = field(default_factory=list)
     chain: list[int] = field(default_factory=list)
     chain_ngram: int = 0
 
@@ -39,13 +46,24 @@ class DraftSource:
 
     Attributes:
         k: pseudo rows per real row that carries them, and the depth of their ranking (0: none).
-        layer: transfer layer after which pseudo rows are injected, or None.
+        layer: transfer layer after which pseudo rows are injected (-1: before layer 0), or None.
+        exit_layer: layer after which the real rows' hidden states feed :meth:`exit_states`, or None.
+        exit_depth: depths the early-exit ranking covers (0: none).
         chain_depth: the longest chain :meth:`propose` may return (0: none).
+        kind: what :meth:`propose` tags its pseudo rows' ranked tokens with.
     """
 
     k: int = 0
     layer: int | None = None
+    exit_layer: int | None = None
+    exit_depth: int = 0
     chain_depth: int = 0
+    kind: str = "firp"
+
+    @property
+    def depth(self) -> int:
+        """Depths the ranked candidates cover (pseudo rows or early exit): what static trees may use."""
+        return max(self.k, self.exit_depth)
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` if this source cannot serve ``model``."""
@@ -58,6 +76,13 @@ class DraftSource:
         """Write ``[B * k, d]`` pseudo rows into ``out`` from real rows ``hidden [B, d]``."""
         raise NotImplementedError
 
+    def exit_states(self, hidden):
+        """``[exit_depth, d]`` states for the final norm and LM head from the accepted row's ``hidden [1, d]``
+        after :attr:`exit_layer` (model dtype)."""
+        raise NotImplementedError
+
     def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
         """The next step's candidates, given the ranking of the accepted row's pseudo rows."""
+        if ranked.ranked and not ranked.kinds:
+            ranked.kinds = [[self.kind] * len(row) for row in ranked.ranked]
         return ranked

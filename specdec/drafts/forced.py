@@ -8,13 +8,13 @@ from .base import Candidates, DraftContext, DraftSource
 class ForcedDrafts(DraftSource):
     """Proposes a known continuation ``sequence`` as the drafts.
 
-    Wraps another source, whose pseudo rows still run, so a step costs the same. With
+    Wraps another source, whose pseudo rows and early exit still run, so a step costs the same. With
     ``correct=True`` the rank-0 candidate at depth ``j`` is ``sequence[n + j - 1]`` (``n`` tokens
     so far, root included) with log-probability 0 (certain), so every draft is accepted while the
     output follows ``sequence``; the other ranks, and every rank with ``correct=False``, hold tokens
     that differ from it, at log-probability ``log(1/2)``. ``chain_depth > 0`` also proposes that
     many tokens of ``sequence`` (or of the wrong tokens) as a chain, as n-gram lookup would.
-    Rankings are proposed only where the inner source's pseudo rows produced one.
+    Rankings are proposed only where, and as deep as, the inner source produced one.
     """
 
     def __init__(self, inner: DraftSource, sequence: list[int], vocab_size: int, correct: bool = True, chain_depth: int = 0):
@@ -22,8 +22,8 @@ class ForcedDrafts(DraftSource):
         self.sequence = list(sequence)
         self.vocab_size = vocab_size
         self.correct = correct
-        self.k = inner.k
-        self.layer = inner.layer
+        self.k, self.layer = inner.k, inner.layer
+        self.exit_layer, self.exit_depth = inner.exit_layer, inner.exit_depth
         self.chain_depth = chain_depth
 
     def check_model(self, model) -> None:
@@ -34,6 +34,9 @@ class ForcedDrafts(DraftSource):
 
     def inject(self, hidden, out) -> None:
         self.inner.inject(hidden, out)
+
+    def exit_states(self, hidden):
+        return self.inner.exit_states(hidden)
 
     def truth(self, n: int, depth: int) -> int:
         """The token plain decoding emits at depth ``depth`` (1-based) after ``n`` tokens (0 past the end)."""
@@ -46,9 +49,10 @@ class ForcedDrafts(DraftSource):
     def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
         n = len(context.tokens)
         cands = Candidates()
+        ranked = self.inner.propose(context, ranked)
         if ranked.ranked:
             width = len(ranked.ranked[0])
-            for depth in range(1, self.k + 1):
+            for depth in range(1, len(ranked.ranked) + 1):
                 row = [self.wrong(n, depth, rank) for rank in range(width)]
                 if self.correct:
                     row[0] = self.truth(n, depth)
