@@ -138,9 +138,9 @@ def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]
     return out, time.perf_counter() - start
 
 
-def run_generation(args, model, predictor, prompts: list[torch.Tensor]) -> tuple[list[dict], list[dict]]:
-    """Per-prompt rows and per-method summary rows."""
-    table = methods(args, model, predictor)
+def run_generation(args, model, predictor, prompts: list[torch.Tensor], table: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Per-prompt rows and per-method summary rows (of ``table``, default :func:`methods`)."""
+    table = table or methods(args, model, predictor)
     for setup, kwargs in table.values():  # warm-up
         setup()
         timed_generate(model, prompts[0], 16, kwargs)
@@ -170,7 +170,8 @@ def run_generation(args, model, predictor, prompts: list[torch.Tensor]) -> tuple
 
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
     """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`) and, for greedy
-    methods, over HF prompt lookup; tau, rows per step, exactness (greedy methods only)."""
+    methods, over HF prompt lookup; tau, rows per step, step cost (seconds per step over its
+    baseline's seconds per token, i.e. per plain step), exactness (greedy methods only)."""
     def tokens_per_second(name):  # the exact name: "specdec auto (defaults)" must not take in its sampling rows
         mine = [r for r in rows if r["method"] == name]
         return sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine) if mine else None
@@ -190,6 +191,7 @@ def summarize(rows: list[dict], names: list[str]) -> list[dict]:
             "vs_prompt_lookup": speed / lookup if lookup and greedy else None,
             "tau": sum(r["new_tokens"] for r in mine) / sum(steps) if steps else None,
             "rows_per_step": sum(r["rows_per_step"] * r["steps"] for r in mine) / sum(steps) if steps else None,
+            "step_cost": tokens_per_second(baseline_of(name)) * sum(r["seconds"] for r in mine) / sum(steps) if steps else None,
             "exact_match": sum(exact) / len(exact) if exact else None,
             "prompts": len(mine),
         })
@@ -262,6 +264,8 @@ def main() -> None:
     parser.add_argument("--step-timing", action="store_true", help="time one step by tree size instead")
     parser.add_argument("--shape", default=DEFAULT_DEMO, help=f"--step-timing model: {', '.join(DEMOS)} or llama-2-7b (random weights)")
     parser.add_argument("--prefix", type=int, default=512, help="--step-timing cached prefix length")
+    parser.add_argument("--seeds", action="store_true",
+                        help="compare the seed methods' sources trained by bench.train_seeds (FIRP, mask slots, early exit) instead")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -276,16 +280,28 @@ def main() -> None:
     model, tokenizer, predictor = load(args)
     tag = Path(args.model).name
     classes = args.classes or (("chat", "code") if tokenizer.chat_template else ("code",))
+    table = parts = seeds = None
+    if args.seeds:
+        from bench.seed_compare import load_seeds, seed_methods
+
+        seeds = load_seeds(tag, args.device, getattr(torch, args.dtype))
+        table, parts = seed_methods(args, model, predictor, seeds)
     for name in classes:
         print(f"== {name} prompts ==")
         prompts = class_prompts(name, tokenizer, args.prompts, args.new_tokens, args.device)
-        rows, summary = run_generation(args, model, predictor, prompts)
-        stem = args.out / f"e2e-{tag}-{name}-{device_kind}"
+        rows, summary = run_generation(args, model, predictor, prompts, table)
+        stem = args.out / f"e2e-{'seeds-' if args.seeds else ''}{tag}-{name}-{device_kind}"
         write_csv(stem.with_suffix(".csv"), rows)
         stem.with_suffix(".json").write_text(json.dumps({**meta, "prompt_class": name, "summary": summary}, indent=2) + "\n")
         cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
         title = f"{tag}: {len(rows) // len(summary)} {'' if name == 'random' else 'held-out '}{name} prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
         plot_generation(summary, stem.with_suffix(".png"), title)
+        if args.seeds:
+            from bench.seed_compare import seeds_table
+
+            print(f"\n{name} prompts\n{seeds_table(summary, parts, seeds)}")
+            print(f"wrote {stem}.csv, .json, .png")
+            continue
         plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
         print(f"\n{name} prompts\n{markdown_table(summary)}")
         print(f"wrote {stem}.csv, .json, .png, -auto.png")

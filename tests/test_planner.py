@@ -156,3 +156,17 @@ def test_step_cost_observations_move_the_curve_boundedly():
     assert 1.0 < cost(1.0) <= 1.0 + 0.05 * 0.5 + 1e-9
     with pytest.raises(RuntimeError, match="calibrate"):
         StepCost()(1.0)
+
+
+def test_early_exit_ranking_is_drafted_without_pseudo_rows_and_does_not_count_as_their_gain():
+    exit_only = ranking([[0.9, 0.05]])
+    exit_only.kinds = [["exit", "exit"]]
+    plan = planner(curve(0.01), k=0, gain=0.0).plan(exit_only)
+    assert plan.tokens[:1] == [10] and plan.keys[0][0] == "exit" and not plan.layout.owners
+    # The same ranking tagged as FIRP's adds to g (what pseudo rows bring); the early exit's does not.
+    for kind, gains in (("firp", True), ("exit", False)):
+        cands = ranking([[0.9, 0.05], [0.9, 0.05]])
+        cands.kinds = [[kind, kind], [kind, kind]]
+        p = planner(curve(0.01), gain=0.0)
+        p.plan(cands)
+        assert (p.memory.gain > 0) == gains

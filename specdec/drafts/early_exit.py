@@ -7,7 +7,7 @@ the guess: after layer ``e`` of every real row the step already computes, ``k`` 
 LayerSkip's and Kangaroo's early-exit heads) go straight to the final norm and LM head and rank the
 tokens after the accepted row's bonus token. The draft costs no extra rows, only ``k`` LM-head rows
 per step. It combines with a pseudo-row source (FIRP or mask slots), which then ranks the deeper
-candidates, and with lookup: ``LookupDrafts(EarlyExitDrafts(head, inner=FIRPDrafts(predictor)))``.
+candidates, and with lookup: ``LookupDrafts(early.combined_with(FIRPDrafts(predictor)))``.
 """
 
 import torch
@@ -65,6 +65,10 @@ class EarlyExitDrafts(DraftSource):
     def for_model(cls, model, layer: int | None = None, k: int = 1, inner: DraftSource | None = None) -> "EarlyExitDrafts":
         """An untrained early exit after ``layer`` (default ``L // 2``) ranking ``k`` depths."""
         return cls(ExitHead.for_model(model, layer, k), inner)
+
+    def combined_with(self, inner: DraftSource) -> "EarlyExitDrafts":
+        """This early exit (the same head) merged with ``inner``'s pseudo-row ranking."""
+        return EarlyExitDrafts(self.module, inner)
 
     def save_pretrained(self, path) -> None:
         """Write the head (not ``inner``: save that on its own)."""
