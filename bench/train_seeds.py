@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from bench.common import RESULTS, environment  # noqa: E402
 from specdec import FuturePredictor, load_demo  # noqa: E402
 from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
-from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, train_predictor  # noqa: E402
+from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, teacher_pass, train_predictor  # noqa: E402
 from specdec.train_data import pack_texts, read_corpus  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -74,6 +74,10 @@ def settings(args, model, firp: FuturePredictor) -> dict[str, tuple[str, int | N
     return found
 
 
+def quarter_layers(num_layers: int) -> list[int]:
+    return sorted({num_layers // 4, num_layers // 2, 3 * num_layers // 4, num_layers - 2})
+
+
 def train_one(args, model, train, held, name: str, source: str, layer, k: int) -> dict:
     folder = args.work / args.model / name
     saved = SEEDS / args.model / name
@@ -97,6 +101,19 @@ def train_one(args, model, train, held, name: str, source: str, layer, k: int) -
     return result
 
 
+@torch.no_grad()
+def speed_guess(model, held: torch.Tensor, layer: int) -> float:
+    """How often layer ``layer``'s own guess of a token's successor (final norm + LM head of its
+    state, no trained map) is the model's greedy token: the input guess SPEED's pipeline runs on."""
+    hits = total = 0
+    for batch in held.split(8):
+        teacher, hidden, _, _ = teacher_pass(model, batch, layer)
+        guess = model.get_output_embeddings()(model.model.norm(hidden)).argmax(-1)
+        hits += int((guess == teacher.argmax(-1)).sum())
+        total += guess.numel()
+    return hits / total
+
+
 def main():
     args = parse_args()
     torch.manual_seed(0)
@@ -110,6 +127,7 @@ def main():
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
                    "lr": args.lr, "bf16": args.bf16, "train_sequences": train.shape[0], "held_out_sequences": held.shape[0]},
         "results": results,
+        "speed_guess_top1": {layer: speed_guess(model, held, layer) for layer in quarter_layers(model.config.num_hidden_layers)},
         "bundled_firp": {"layer": firp.layer, "k": firp.k, "top1": bundled["top1"], "top5": bundled["top5"], "kl": bundled["kl"]},
         "environment": environment(),
     }

@@ -47,15 +47,28 @@ def test_every_source_and_combination_matches_plain_greedy(index, arch):
         specdec.unpatch(model)
 
 
-@pytest.mark.parametrize("name,k,tree", [("mask", 3, "chain"), ("mask", 2, "default"), ("exit", 1, "chain"), ("exit", 3, "default")])
-def test_true_drafts_through_each_source_are_all_accepted(name, k, tree):
-    model = tiny_model("llama-gqa", seed=3)
+FORCED = [  # (source, depth, tree, architecture): every architecture meets a source
+    ("mask", 3, "chain", "llama-gqa"),
+    ("mask", 2, "default", "mistral-window"),
+    ("exit", 1, "chain", "qwen3-norm"),
+    ("exit", 3, "default", "llama-mha"),
+    ("exit+firp", 2, "default", "qwen2-bias"),
+]
+
+
+@pytest.mark.parametrize("name,k,tree,arch", FORCED)
+def test_true_drafts_through_each_source_are_all_accepted(name, k, tree, arch):
+    model = tiny_model(arch, seed=3)
     ids = prompt(model, 6, seed=4)
-    expected = model.generate(ids, max_new_tokens=41, do_sample=False)
+    expected = model.generate(ids, max_new_tokens=41, do_sample=False, eos_token_id=None)
     new = expected.shape[1] - ids.shape[1]
-    inner = perturbed_mask(model, k) if name == "mask" else perturbed_exit(model, 1, k)
+    inner = {
+        "mask": lambda: perturbed_mask(model, k),
+        "exit": lambda: perturbed_exit(model, 1, k),
+        "exit+firp": lambda: perturbed_exit(model, 2, 1, inner=FIRPDrafts(perturbed_predictor(model, 1, k))),
+    }[name]()
     specdec.patch(model, ForcedDrafts(inner, expected[0].tolist(), model.config.vocab_size), tree=tree)
-    out = model.generate(ids, max_new_tokens=41, do_sample=False)
+    out = model.generate(ids, max_new_tokens=41, do_sample=False, eos_token_id=None)
     assert_greedy_equivalent(model, expected, out)
     stats = specdec.stats(model)
     assert stats.steps == 1 + math.ceil((new - 1) / (k + 1))
