@@ -235,7 +235,7 @@ def plot_generation(summary: list[dict], path: Path, title: str) -> None:
     ax.set_xlim(0, max(speed) * 1.45)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long method names must not push notes off the figure
     plt.close(fig)
 
 
