@@ -82,7 +82,7 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
         predictor: a :class:`FuturePredictor` for this model (drafts from FIRP merged with n-gram
             lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
-            ``FIRPDrafts(predictor)`` for FIRP alone).
+            ``FIRPDrafts(predictor)`` for FIRP alone, :class:`MaskDrafts`, :class:`EarlyExitDrafts`).
         tree: ``"auto"`` (each step's tree chosen for the most tokens per second from acceptance
             statistics and this device's measured step cost; see :mod:`specdec.planner`), or a
             static tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count

@@ -57,7 +57,8 @@ class Verdict:
         path: host, the rows walked (root first), one per emitted token.
         emitted: int64 ``[D + 1]`` on the device, the emitted tokens padded (``tokens`` is its prefix).
         path_rows: int64 ``[D + 1]`` on the device, ``path`` padded with -1.
-        ranked: the ranking of the end row's pseudo rows (empty when it has none).
+        ranked: the ranking of the end row's pseudo rows (empty when it has none) and, with an
+            early exit, the end row's early-exit ranking (``exit_ranked``/``exit_logp``).
     """
 
     tokens: list[int]
