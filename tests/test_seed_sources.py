@@ -237,3 +237,15 @@ def test_triton_backend_with_mask_rows_and_early_exit(name):
     specdec.patch(model, ForcedDrafts(inner, expected[0].tolist(), model.config.vocab_size), tree="default", backend="triton")
     assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None))
     assert specdec.stats(model).tau > 2
+
+
+def test_wrappers_keep_the_early_exit_running():
+    """Lookup (and forced drafts) around an early exit still run and rank it."""
+    model = tiny_model("llama-gqa", seed=3)
+    ids = prompt(model, 6, seed=4)
+    expected = model.generate(ids, max_new_tokens=30, do_sample=False, eos_token_id=None)
+    wrapped = LookupDrafts(perturbed_exit(model, 1, 2))
+    assert (wrapped.exit_layer, wrapped.exit_depth, wrapped.depth, wrapped.k) == (1, 2, 2, 0)
+    specdec.patch(model, ForcedDrafts(wrapped, expected[0].tolist(), model.config.vocab_size), tree="chain")
+    assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=30, do_sample=False, eos_token_id=None))
+    assert specdec.stats(model).tau > 0.85 * 3

@@ -86,3 +86,22 @@ class DraftSource:
         if ranked.ranked and not ranked.kinds:
             ranked.kinds = [[self.kind] * len(row) for row in ranked.ranked]
         return ranked
+
+
+class WrappingSource(DraftSource):
+    """A source around another one (``inner``), whose rows, layers and early exit it runs unchanged;
+    subclasses change only :meth:`propose` (and :meth:`prepared`)."""
+
+    def __init__(self, inner: DraftSource):
+        self.inner = inner
+        self.k, self.layer, self.kind = inner.k, inner.layer, inner.kind
+        self.exit_layer, self.exit_depth = inner.exit_layer, inner.exit_depth
+
+    def check_model(self, model) -> None:
+        self.inner.check_model(model)
+
+    def inject(self, hidden, out) -> None:
+        self.inner.inject(hidden, out)
+
+    def exit_states(self, hidden):
+        return self.inner.exit_states(hidden)

@@ -2,10 +2,10 @@
 
 import math
 
-from .base import Candidates, DraftContext, DraftSource
+from .base import Candidates, DraftContext, DraftSource, WrappingSource
 
 
-class ForcedDrafts(DraftSource):
+class ForcedDrafts(WrappingSource):
     """Proposes a known continuation ``sequence`` as the drafts.
 
     Wraps another source, whose pseudo rows and early exit still run, so a step costs the same. With
@@ -18,25 +18,14 @@ class ForcedDrafts(DraftSource):
     """
 
     def __init__(self, inner: DraftSource, sequence: list[int], vocab_size: int, correct: bool = True, chain_depth: int = 0):
-        self.inner = inner
+        super().__init__(inner)
         self.sequence = list(sequence)
         self.vocab_size = vocab_size
         self.correct = correct
-        self.k, self.layer = inner.k, inner.layer
-        self.exit_layer, self.exit_depth = inner.exit_layer, inner.exit_depth
         self.chain_depth = chain_depth
-
-    def check_model(self, model) -> None:
-        self.inner.check_model(model)
 
     def prepared(self, model, backend: str) -> "ForcedDrafts":
         return type(self)(self.inner.prepared(model, backend), self.sequence, self.vocab_size, self.correct, self.chain_depth)
-
-    def inject(self, hidden, out) -> None:
-        self.inner.inject(hidden, out)
-
-    def exit_states(self, hidden):
-        return self.inner.exit_states(hidden)
 
     def truth(self, n: int, depth: int) -> int:
         """The token plain decoding emits at depth ``depth`` (1-based) after ``n`` tokens (0 past the end)."""

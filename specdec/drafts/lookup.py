@@ -1,7 +1,7 @@
 """N-gram lookup (prompt lookup decoding) as a draft source merged with another one."""
 
 from ..predictor import FuturePredictor
-from .base import Candidates, DraftContext, DraftSource
+from .base import Candidates, DraftContext, DraftSource, WrappingSource
 from .firp import FIRPDrafts
 
 
@@ -35,7 +35,7 @@ class NgramIndex:
         return [], 0
 
 
-class LookupDrafts(DraftSource):
+class LookupDrafts(WrappingSource):
     """Adds an n-gram lookup chain to another source's candidates.
 
     Each step, :class:`NgramIndex` finds what followed the latest earlier occurrence of the text's
@@ -50,20 +50,12 @@ class LookupDrafts(DraftSource):
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, max_ngram={max_ngram}")
         if isinstance(chain_depth, bool) or not isinstance(chain_depth, int) or chain_depth < 1:
             raise ValueError(f"chain_depth must be an int >= 1, got {chain_depth!r}")
-        self.inner = FIRPDrafts(inner) if isinstance(inner, FuturePredictor) else inner
+        super().__init__(FIRPDrafts(inner) if isinstance(inner, FuturePredictor) else inner)
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
-        self.k = self.inner.k
-        self.layer = self.inner.layer
         self.chain_depth = chain_depth
-
-    def check_model(self, model) -> None:
-        self.inner.check_model(model)
 
     def prepared(self, model, backend: str) -> "LookupDrafts":
         return LookupDrafts(self.inner.prepared(model, backend), self.max_ngram, self.min_ngram, self.chain_depth)
-
-    def inject(self, hidden, out) -> None:
-        self.inner.inject(hidden, out)
 
     def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
         cands = self.inner.propose(context, ranked)
