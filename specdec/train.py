@@ -252,7 +252,7 @@ def train_predictor(
             ``L // 2``; mask slots take none) and number of future offsets.
         source: what to train when ``predictor`` is None: ``"firp"`` (returns a
             :class:`FuturePredictor`), ``"mask"`` (a :class:`MaskDrafts`) or ``"exit"`` (an
-            :class:`EarlyExitDrafts`, default ``k`` 1 is the caller's to pass).
+            :class:`EarlyExitDrafts`; ``k`` is its depths too, so pass ``k=1`` for depth 1 only).
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields.
         predictor: start from this :class:`FuturePredictor`, :class:`MaskDrafts` or
             :class:`EarlyExitDrafts` instead (its trainable part is trained in place and it is returned).

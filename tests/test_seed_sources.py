@@ -249,3 +249,15 @@ def test_wrappers_keep_the_early_exit_running():
     specdec.patch(model, ForcedDrafts(wrapped, expected[0].tolist(), model.config.vocab_size), tree="chain")
     assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=30, do_sample=False, eos_token_id=None))
     assert specdec.stats(model).tau > 0.85 * 3
+
+
+def test_patching_leaves_the_callers_modules_trainable():
+    """Decoding runs on frozen copies: a source can go on training after patch()."""
+    model = tiny_model("llama-gqa", seed=1)
+    predictor, mask, early = perturbed_predictor(model, 1, 2), perturbed_mask(model, 2), perturbed_exit(model, 2, 1)
+    for source in (predictor, mask, early):
+        specdec.patch(model, source)
+        model.generate(prompt(model, 4, seed=1), max_new_tokens=5, do_sample=False)
+        specdec.unpatch(model)
+    for module in (predictor, mask.module, early.module):
+        assert all(p.requires_grad for p in module.parameters())

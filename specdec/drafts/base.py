@@ -1,5 +1,6 @@
 """The draft-source interface and what flows through it."""
 
+import copy
 from dataclasses import dataclass, field
 
 
@@ -105,3 +106,10 @@ class WrappingSource(DraftSource):
 
     def exit_states(self, hidden):
         return self.inner.exit_states(hidden)
+
+
+def frozen_copy(module, model):
+    """A copy of a source's trainable ``module`` on ``model``'s device and dtype, in eval mode without
+    gradients (the caller's module is left as it was, so it can go on training)."""
+    param = model.get_input_embeddings().weight
+    return copy.deepcopy(module).to(device=param.device, dtype=param.dtype).eval().requires_grad_(False)

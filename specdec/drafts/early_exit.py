@@ -12,8 +12,8 @@ candidates, and with lookup: ``LookupDrafts(early.combined_with(FIRPDrafts(predi
 
 import torch
 
-from ..predictor import FuturePredictor, check_layer
-from .base import Candidates, DraftContext, DraftSource
+from ..predictor import FuturePredictor
+from .base import Candidates, DraftContext, DraftSource, frozen_copy
 
 
 class ExitHead(FuturePredictor):
@@ -31,9 +31,7 @@ class ExitHead(FuturePredictor):
     @classmethod
     def for_model(cls, model, layer: int | None = None, k: int = 1) -> "ExitHead":
         """Identity-initialised head after ``layer`` (default ``L // 2``)."""
-        num_layers = model.config.num_hidden_layers
-        layer = num_layers // 2 if layer is None else layer
-        check_layer(layer, num_layers)
+        layer = model.config.num_hidden_layers // 2 if layer is None else layer
         return super().for_model(model, layer, k)
 
 
@@ -84,11 +82,8 @@ class EarlyExitDrafts(DraftSource):
             self.inner.check_model(model)
 
     def prepared(self, model, backend: str) -> "EarlyExitDrafts":
-        param = model.get_input_embeddings().weight
-        head = ExitHead(self.module.hidden_size, self.module.k, self.module.layer, self.module.fingerprint)
-        head.load_state_dict(self.module.state_dict())
-        head = head.to(device=param.device, dtype=param.dtype).eval().requires_grad_(False)
-        return EarlyExitDrafts(head, None if self.inner is None else self.inner.prepared(model, backend))
+        inner = None if self.inner is None else self.inner.prepared(model, backend)
+        return EarlyExitDrafts(frozen_copy(self.module, model), inner)
 
     def inject(self, hidden, out) -> None:
         self.inner.inject(hidden, out)

@@ -2,7 +2,7 @@
 
 from .. import kernels
 from ..predictor import FuturePredictor
-from .base import DraftSource
+from .base import DraftSource, frozen_copy
 
 
 class FIRPDrafts(DraftSource):
@@ -18,13 +18,7 @@ class FIRPDrafts(DraftSource):
         self.predictor.check_model(model)
 
     def prepared(self, model, backend: str) -> "FIRPDrafts":
-        param = model.get_input_embeddings().weight
-        predictor = self.predictor
-        if predictor.weight.device != param.device or predictor.weight.dtype != param.dtype:
-            predictor = FuturePredictor(predictor.hidden_size, predictor.k, predictor.layer, predictor.fingerprint)
-            predictor.load_state_dict(self.predictor.state_dict())
-            predictor = predictor.to(device=param.device, dtype=param.dtype)
-        return FIRPDrafts(predictor.eval().requires_grad_(False), backend)
+        return FIRPDrafts(frozen_copy(self.predictor, model), backend)
 
     def inject(self, hidden, out) -> None:
         kernels.project_future(hidden, self.predictor.weight, self.predictor.bias, out=out, backend=self.backend)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..predictor import check_fingerprint, config_dict, is_int, model_fingerprint, read_config, read_weights, save
-from .base import DraftSource
+from .base import DraftSource, frozen_copy
 
 
 class MaskSlots(nn.Module):
@@ -111,10 +111,7 @@ class MaskDrafts(DraftSource):
         self.module.check_model(model)
 
     def prepared(self, model, backend: str) -> "MaskDrafts":
-        param = model.get_input_embeddings().weight
-        slots = MaskSlots(self.module.hidden_size, self.k, self.module.fingerprint)
-        slots.load_state_dict(self.module.state_dict())
-        return MaskDrafts(slots.to(device=param.device, dtype=param.dtype).eval().requires_grad_(False))
+        return MaskDrafts(frozen_copy(self.module, model))
 
     def inject(self, hidden, out) -> None:
         out.view(hidden.shape[0], self.k, -1).copy_(self.module.embeddings)
