@@ -12,9 +12,12 @@ the loop does not cover run the original ``generate`` after a one-time warning.
 Nothing of the model is captured at patch time: each call reads its modules
 again, re-runs ``patch()``'s checks and re-wraps a switched attention
 implementation, so changes made after ``patch()`` cannot silently go unseen.
+
+A patched model survives ``pickle`` / ``torch.save`` and ``copy.deepcopy`` with its patch
+state: the overrides are :class:`_Override` objects, which pickle as (model, name) and are
+re-created on the loaded model (registering the wrapped attention in a fresh process).
 """
 
-import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation import GenerationMode
 
-from .attention import ensure_wrapped, unwrapped_name, wrapped_name
+from .attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
 from .cost import StepCost
 from .decoding import ModelParts, speculative_generate
 from .drafts import DraftSource, LookupDrafts
@@ -111,8 +114,8 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
     setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), predictor))
-    for name, method in _OVERRIDES.items():
-        setattr(model, name, types.MethodType(method, model))
+    for name in _OVERRIDES:
+        setattr(model, name, _Override(model, name))
     return model
 
 
@@ -216,6 +219,31 @@ def _generation_mode_kwargs(model, custom_generate, kwargs, *args):
 _OVERRIDES = {"generate": _patched_generate, "_extract_generation_mode_kwargs": _generation_mode_kwargs}
 
 
+class _Override:
+    """``_OVERRIDES[name]`` bound to one patched model, as an instance attribute.
+
+    Unlike a bound method (pickled as ``getattr(model, name)``, which fails while the model is
+    being unpickled), it pickles as its model and name and is re-created by :func:`_restore_override`.
+    """
+
+    def __init__(self, model, name: str):
+        self.model, self.name = model, name
+
+    def __call__(self, *args, **kwargs):
+        return _OVERRIDES[self.name](self.model, *args, **kwargs)
+
+    def __reduce__(self):
+        return _restore_override, (self.model, self.name)
+
+
+def _restore_override(model, name: str) -> _Override:
+    """Unpickling: the override again, with the wrapped attention implementations registered
+    (a fresh process has none, and the loaded model's config names one)."""
+    for original in WRAPPABLE:
+        wrapped_name(original)
+    return _Override(model, name)
+
+
 def _speculative(model, input_ids, logits_processor, stopping_criteria, generation_config, specdec_streamer=None, **model_kwargs):
     """The ``custom_generate`` callable: speculative decoding, or ``_Unsupported`` before any work."""
     state = getattr(model, STATE_ATTR)
@@ -232,7 +260,8 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     if specdec_streamer is not None:
         specdec_streamer.end()
     state.last_stats = run_stats
-    return sequence
+    # Plain decoding appends int64 tokens with torch.cat, which promotes narrower ids (int32) to int64.
+    return sequence.to(torch.promote_types(input_ids.dtype, torch.int64))
 
 
 def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, regime: tuple) -> "AutoPlanner | StaticPlanner":
