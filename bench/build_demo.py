@@ -112,12 +112,16 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
 
 
 def wrap_tokenizer(tok: Tokenizer, max_length: int) -> PreTrainedTokenizerFast:
-    """Wrap a ``tokenizers`` tokenizer so ``AutoTokenizer.from_pretrained`` can load it back."""
+    """Wrap a ``tokenizers`` tokenizer so ``AutoTokenizer.from_pretrained`` can load it back.
+
+    ``EOS`` is also the BOS token, and there is no pad token: a pad equal to the BOS that starts
+    every prompt would make ``generate`` infer a padding mask over it whenever a call sets
+    ``eos_token_id`` to another token without an ``attention_mask``.
+    """
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=EOS,
         eos_token=EOS,
-        pad_token=EOS,
         model_max_length=max_length,
         clean_up_tokenization_spaces=False,
     )
@@ -155,7 +159,7 @@ def batch_at(stream: torch.Tensor, step: int, args: argparse.Namespace) -> torch
 
 
 def build_model(args: argparse.Namespace, vocab_size: int, eos_id: int) -> LlamaForCausalLM:
-    """Create a freshly initialised Llama model of the requested shape."""
+    """Create a freshly initialised Llama model of the requested shape (no pad token, see :func:`wrap_tokenizer`)."""
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=args.hidden,
@@ -168,11 +172,8 @@ def build_model(args: argparse.Namespace, vocab_size: int, eos_id: int) -> Llama
         tie_word_embeddings=True,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
-        pad_token_id=eos_id,
     )
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = eos_id
-    return model
+    return LlamaForCausalLM(config)
 
 
 def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
