@@ -338,8 +338,9 @@ def build_language_model(args: argparse.Namespace) -> None:
 
 
 def run_specdec_train(options: list[str]) -> None:
-    """Run ``python -m specdec train`` in-process; raise ``SystemExit`` when it fails."""
-    code = specdec_cli.main(["train", *options])
+    """Run ``python -m specdec train`` in-process (``--force``: a rebuild replaces what it wrote before);
+    raise ``SystemExit`` when it fails."""
+    code = specdec_cli.main(["train", *options, "--force"])
     if code:
         raise SystemExit(f"specdec train {' '.join(options)} failed with exit code {code}")
 

@@ -1,6 +1,8 @@
 """Command line: ``python -m specdec train|distill|demo ...``.
 
-``--model`` takes a local Hugging Face folder or a demo name (``smollm2-135m``, ``stdlib-9m``).
+``--model`` takes a local Hugging Face folder or a demo name (``smollm2-135m``, ``stdlib-9m``);
+nothing is downloaded. Bad input ends in one ``error:`` line and exit status 2 (see
+:mod:`specdec.cli_inputs`).
 """
 
 import argparse
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .cli_inputs import ACCEPTED_MODELS, check_train_output, checked_device, model_folder, tokenizer_folder
 from .demo import DEFAULT_DEMO, DEMOS
 from .tree import parse_tree_arg
 
@@ -26,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a draft source (FIRP predictor, mask slots, early exit) for a local checkpoint")
-    train.add_argument("--model", required=True, help="local model directory or demo name")
+    train.add_argument("--model", required=True, help=f"{ACCEPTED_MODELS} (fetch a Hub model first: hf download OWNER/NAME --local-dir DIR)")
     train.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     train.add_argument("--data", nargs="+", required=True, help="text files, folders or JSONL files")
     train.add_argument("--eval-data", nargs="+", help="held-out text (default: the last 5%% of --data)")
@@ -47,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="directory for the predictor (and checkpoints)")
     train.add_argument("--checkpoint-dir", help="where checkpoints go (default: OUT/checkpoints)")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoints")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the checkpoints; a run with other settings (steps, batch size, seq len, lr, ...) is refused")
+    train.add_argument("--force", action="store_true",
+                       help="overwrite a predictor already in --out, and start over existing checkpoints without --resume")
     train.add_argument("--checkpoint-every", type=int, default=100)
     train.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the frozen model's passes (faster on AMX CPUs)")
     train.add_argument("--eval-every", type=int, default=0, help="record held-out accuracy every N steps (checkpoint-dir/curve.jsonl)")
@@ -55,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-new-tokens", type=int, default=64)
     train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name or node count for tau")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N, ...")
 
     distill = commands.add_parser("distill", help="self-distillation data: the model's own responses to a prompt set")
-    distill.add_argument("--model", required=True, help="local model directory or demo name")
+    distill.add_argument("--model", required=True, help=f"{ACCEPTED_MODELS} (fetch a Hub model first: hf download OWNER/NAME --local-dir DIR)")
     distill.add_argument("--prompts", required=True, help="JSONL prompt records (see specdec.distill)")
     distill.add_argument("--out", required=True, help="JSONL file the responses are appended to")
     distill.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (0: greedy)")
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--resume", action="store_true", help="continue an existing --out file")
     distill.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    distill.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    distill.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N, ...")
 
     demo = commands.add_parser("demo", help="plain vs patched generation on a demo model")
     demo.add_argument("--name", choices=DEMOS, default=DEFAULT_DEMO)
@@ -76,29 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def model_folder(name_or_dir: str) -> str:
-    """A model folder: ``name_or_dir`` itself, or the folder of the demo of that name."""
-    if name_or_dir in DEMOS:
-        from .demo import demo_paths
-
-        return str(demo_paths(name_or_dir)[0])
-    return name_or_dir
+def checked_inputs(args) -> tuple[Path, Path, torch.device]:
+    """``(model folder, tokenizer folder, device)`` of ``args``, each checked (one-line errors, no download)."""
+    folder = model_folder(args.model)
+    tokenizer = tokenizer_folder(args.tokenizer) if getattr(args, "tokenizer", None) else folder
+    return folder, tokenizer, checked_device(args.device)
 
 
-def load_model(args):
-    """``(model, tokenizer)`` of ``args.model`` (and ``args.tokenizer`` when given) in eval mode."""
+def load_model(folder: Path, tokenizer: Path, device: torch.device, dtype: str):
+    """``(model, tokenizer)`` from checked local folders, the model in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = model_folder(args.model)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[args.dtype]).to(args.device).eval()
-    return model, AutoTokenizer.from_pretrained(getattr(args, "tokenizer", None) or folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(tokenizer)
 
 
 def run_distill(args) -> None:
     from .distill import distill, read_prompts
 
     records = read_prompts(args.prompts)
-    model, tokenizer = load_model(args)
+    model, tokenizer = load_model(*checked_inputs(args), args.dtype)
     written = distill(
         model, tokenizer, records, args.out, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, samples=args.samples, seed=args.seed, resume=args.resume,
@@ -115,7 +118,10 @@ def run_train(args) -> None:
         raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
     if args.source == "mask" and args.layer is not None:
         raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
-    model, tokenizer = load_model(args)
+    out = Path(args.out)
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
+    check_train_output(out, checkpoints, args.resume, args.force)
+    model, tokenizer = load_model(*checked_inputs(args), args.dtype)
     sequences = as_sequences(model, read_corpus(args.data, args.text_field), tokenizer, args.seq_len)
     if args.eval_data:
         held_out = as_sequences(model, read_corpus(args.eval_data, args.text_field), tokenizer, args.seq_len)
@@ -125,8 +131,6 @@ def run_train(args) -> None:
         cut = max(1, sequences.shape[0] // 20)
         sequences, held_out = sequences[:-cut], sequences[-cut:]
     prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
-    out = Path(args.out)
-    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,

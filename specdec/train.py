@@ -46,6 +46,8 @@ from .train_data import as_sequences, batch_at
 SOURCES = ("firp", "mask", "exit")
 CHECKPOINT_STATE = "trainer_state.pt"
 CURVE_NAME = "curve.jsonl"
+# TrainConfig fields a resumed run must share with the checkpoint's run to continue it exactly.
+RESUME_SETTINGS = ("steps", "batch_size", "seq_len", "lr", "weight_decay", "warmup", "clip", "loss", "positions", "seed", "bf16")
 
 
 @dataclass
@@ -269,7 +271,8 @@ def train_predictor(
     module.check_model(model)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    start = load_checkpoint(config, module, optimizer, schedule) if config.resume else 0
+    settings = run_settings(config, sequences)
+    start = load_checkpoint(config, module, optimizer, schedule, settings) if config.resume else 0
     hits = torch.zeros(2, module.k)
     rows = torch.zeros(module.k)
     curve = eval_data is not None and config.eval_every > 0 and config.checkpoint_dir is not None
@@ -300,7 +303,7 @@ def train_predictor(
                 record_curve(config, step + 1, model, module, held_out)
                 module.train()
             if config.checkpoint_dir and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-                save_checkpoint(config, module, optimizer, schedule, step + 1)
+                save_checkpoint(config, module, optimizer, schedule, step + 1, settings)
     module.eval()
     return predictor
 
@@ -399,23 +402,45 @@ def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int =
     return {"top1": top1, "top5": top5, "kl": kl_sum / float(rows[0]), "rows": int(rows[0])}
 
 
-def save_checkpoint(config, predictor, optimizer, schedule, step: int) -> None:
+def run_settings(config: TrainConfig, sequences: torch.Tensor) -> dict:
+    """What a checkpoint records of its run: the ``RESUME_SETTINGS`` and the shape of the packed training data."""
+    return {**{name: getattr(config, name) for name in RESUME_SETTINGS}, "training sequences": list(sequences.shape)}
+
+
+def save_checkpoint(config, predictor, optimizer, schedule, step: int, settings: dict) -> None:
+    """Write the predictor, the optimizer and schedule state, the step and the run's ``settings``."""
     path = Path(config.checkpoint_dir)
     predictor.save_pretrained(path)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
+    state = {"step": step, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "settings": settings}
     torch.save(state, path / CHECKPOINT_STATE)
 
 
-def load_checkpoint(config, predictor, optimizer, schedule) -> int:
-    """Restore a checkpoint written by a run with the same config; returns the step to continue from."""
+def load_checkpoint(config, predictor, optimizer, schedule, settings: dict) -> int:
+    """Restore a checkpoint written by a run with the same ``settings``; returns the step to continue from.
+
+    A checkpoint of another layer, ``k`` or model, or of a run with other settings, is refused by name.
+    """
     if not config.checkpoint_dir or not (Path(config.checkpoint_dir) / CHECKPOINT_STATE).is_file():
         raise FileNotFoundError(f"resume: no checkpoint in {config.checkpoint_dir!r}")
     path = Path(config.checkpoint_dir)
     saved = type(predictor).from_pretrained(path)
     if (saved.layer, saved.k, saved.fingerprint) != (predictor.layer, predictor.k, predictor.fingerprint):
         raise ValueError(f"resume: the checkpoint in {path} is for layer {saved.layer}, k {saved.k}, another model or setting")
-    predictor.load_state_dict(saved.to(predictor.weight.device).state_dict())
     state = torch.load(path / CHECKPOINT_STATE, weights_only=False)
+    check_settings(path, state.get("settings"), settings)
+    predictor.load_state_dict(saved.to(predictor.weight.device).state_dict())
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     return state["step"]
+
+
+def check_settings(path: Path, saved: dict | None, settings: dict) -> None:
+    """Raise ``ValueError`` naming each setting in which this run differs from the checkpoint's run."""
+    if saved is None:
+        raise ValueError(f"resume: the checkpoint in {path} does not record its run's settings (an older specdec wrote it); start a new run")
+    differ = [f"{name} {saved.get(name)!r} (this run: {value!r})" for name, value in settings.items() if saved.get(name) != value]
+    if differ:
+        raise ValueError(
+            f"resume: the checkpoint in {path} was written with other settings: {', '.join(differ)}; "
+            "resume with the checkpoint's settings, or train afresh into another checkpoint folder"
+        )
