@@ -1,69 +1,145 @@
-"""What a decoding step costs on this device, as a function of the rows it processes.
+"""What a decoding step costs on this device, learned from the steps decoding runs anyway.
 
-Rows are counted in *full-model row equivalents*: a real row runs through every layer, a pseudo
-row only through the layers after the transfer layer, so it counts as the fraction of layers it
-runs through. The curve is measured, not assumed: :meth:`StepCost.calibrate` times real steps
-(a chain of ``n`` real rows on the live cache) at the sizes of :data:`GRID`, and
-:meth:`StepCost.observe` refines it from every step the decoder runs. Between grid points the
-curve is linear; past the last measured point it continues with the last slope. The curve
-need not be monotone: on CPUs the matrix kernels change with the row count (SmolLM2-135M on
-2 cores, ``bench/results/e2e-steps-smollm2-135m-cpu.csv``: 58.3 ms for 8 rows, 54.1 ms for 12),
-and the planner may use that.
+The curve ``T(r)`` is the time of a step whose every layer runs ``r`` rows. A step with pseudo
+rows runs its real rows ``R`` through the layers up to the transfer layer and ``R`` plus the
+pseudo rows after it, so it is priced by its *segments* ``((f_1, r_1), (f_2, r_2))``: fractions of
+the model's layers and the rows they run, ``f_1 T(r_1) + f_2 T(r_2)``. (Counting a pseudo row as a
+fraction of a row would not do: on CPUs a layer with two rows costs far more than one with one
+row, so one real row and three pseudo rows cost much less than two real rows.)
+
+Nothing is timed in front of decoding: every step the decoder runs is one observation
+(:meth:`StepCost.observe`), kept at the points of :data:`GRID`: the single-row step ``T1`` in
+seconds, every other point as its ratio to ``T1``. Ratios are what the hardware fixes; seconds
+drift with the prefix length and with other work on the machine, and a curve of seconds learned
+while the machine was busy would keep pricing rows as if it still were. Before the first plain step
+nothing is known (:attr:`StepCost.ready` is False, and the planner plans plain steps). After it, a
+row count that has not been observed is priced from the nearest observed ones, and where there is
+none by a deliberately pessimistic prior: the single-row step ``T1`` times ``1 + PRIOR_JUMP``, plus
+``PRIOR_SLOPE * T1`` per extra row. The jump is real on CPUs, where two rows leave the
+matrix-vector path for a matrix-matrix one (SmolLM2-135M, 2 threads, AMD EPYC: 53 ms for one row,
+80 ms for two to eight); on GPUs it is near zero, which the first drafted steps show. So the
+planner drafts, at first, only where drafts are likely enough to pay even at that price, and each
+such step teaches the curve what rows cost here. The curve need not be monotone (SmolLM2 on 2
+cores, ``bench/results/e2e-steps-smollm2-135m-cpu.csv``: 58.3 ms for 8 rows, 54.1 ms for 12), and
+the planner may use that.
 """
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Sequence
 
-GRID = (1, 2, 4, 6, 8, 12, 16, 24, 32, 64)
-REPEATS = 2  # the fastest of these: interference from other work only ever slows a step down
-STOP_RATIO = 6.0  # stop calibrating once a step costs this many single-row steps: no tree that big pays
-LEARNING_RATE = 0.05
+GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+PRIOR_JUMP = 0.5  # more than one row, until measured: 1.5 single-row steps ...
+PRIOR_SLOPE = 0.05  # ... plus this many single-row steps per extra row
+MAX_WEIGHT = 20.0  # observations a point averages over at most (it follows slow changes, e.g. a growing prefix)
+PRIOR_WEIGHT = 0.5  # weight of a point's derived estimate against its own observations
+CLIP = 2.0  # an observation counts at most this factor above the estimate; this factor below restarts a point
+
+Segments = Sequence[tuple[float, int]]  # (fraction of the layers, rows they run)
 
 
 class StepCost:
-    """Seconds per step against row equivalents (see the module docstring)."""
+    """Seconds per step against rows (see the module docstring)."""
 
     def __init__(self):
-        self.rows: list[float] = []
-        self.seconds: list[float] = []
+        self.means = [0.0] * len(GRID)  # T1 in seconds, then per grid point the mean observed ratio to T1
+        self.weights = [0.0] * len(GRID)  # and their (capped) weight
+
+    @classmethod
+    def measured(cls, seconds: Callable[[int], float]) -> "StepCost":
+        """A curve taken as fully measured, ``seconds(rows)`` at every grid point (pins a planner's choices)."""
+        cost = cls()
+        single = float(seconds(1))
+        cost.means = [single] + [float(seconds(rows)) / single for rows in GRID[1:]]
+        cost.weights = [MAX_WEIGHT] * len(GRID)
+        return cost
 
     @property
-    def calibrated(self) -> bool:
-        return len(self.rows) >= 2
+    def ready(self) -> bool:
+        """Whether a plain (single-row) step has been observed: the planner's first anchor."""
+        return self.weights[0] > 0
 
-    def calibrate(self, measure: Callable[[int], float]) -> None:
-        """Time steps of ``n`` real rows with ``measure(n)`` (seconds, one run) along :data:`GRID`."""
-        measure(GRID[0])  # warm-up
-        rows, seconds = [], []
-        for n in GRID:
-            rows.append(float(n))
-            seconds.append(min(measure(n) for _ in range(REPEATS)))
-            if seconds[-1] > STOP_RATIO * seconds[0] and len(rows) >= 2:
-                break
-        self.rows, self.seconds = rows, seconds
+    def __call__(self, rows: int) -> float:
+        """``T(rows)``: estimated seconds of a step whose every layer runs ``rows`` rows."""
+        return self._at(self.points(), rows)
 
-    def __call__(self, rows: float) -> float:
-        """Estimated seconds of a step with ``rows`` row equivalents."""
-        i, w = self._segment(rows)
-        return self.seconds[i] + w * (self.seconds[i + 1] - self.seconds[i])
+    def step(self, segments: Segments) -> float:
+        """Estimated seconds of a step of ``segments`` (``(fraction of layers, rows)`` pairs)."""
+        points = self.points()
+        return sum(fraction * self._at(points, rows) for fraction, rows in segments)
 
-    def observe(self, rows: float, seconds: float) -> None:
-        """Move the curve towards one measured step (the two grid points around ``rows``).
+    def points(self) -> list[float]:
+        """The estimate at every grid point: its observations blended with what its neighbours imply."""
+        if not self.ready:
+            raise RuntimeError("StepCost used before a single-row step was observed")
+        single = self.means[0]
+        seen = [i for i in range(1, len(GRID)) if self.weights[i] > 0]
+        estimates = [single]
+        for i in range(1, len(GRID)):
+            w = self.weights[i]
+            estimates.append(single * (w * self.means[i] + PRIOR_WEIGHT * self._derived(i, seen)) / (w + PRIOR_WEIGHT))
+        return estimates
 
-        The error is clipped to half the estimate: one stalled step must not move the curve far.
+    def observe(self, segments: Segments, seconds: float) -> None:
+        """One measured step: the grid points it depends on move towards it.
+
+        A step far slower than expected (a stall, a first-use compile) counts as :data:`CLIP` times
+        the estimate; one far faster restarts the points it lands on, since interference only ever
+        slows a step down and an earlier observation may have been such an outlier.
         """
-        i, w = self._segment(rows)
-        estimate = self(rows)
-        error = min(max(seconds - estimate, -0.5 * estimate), 0.5 * estimate)
-        w = min(max(w, 0.0), 1.0)
-        self.seconds[i] += LEARNING_RATE * (1 - w) * error
-        self.seconds[i + 1] += LEARNING_RATE * w * error
+        if not self.ready:
+            if all(rows == 1 for _, rows in segments):
+                self.means[0], self.weights[0] = seconds, 1.0
+            return
+        points = self.points()
+        estimate = sum(fraction * self._at(points, rows) for fraction, rows in segments)
+        seconds = min(seconds, CLIP * estimate)
+        shares = [(i, fraction * w) for fraction, rows in segments for i, w in self._neighbours(rows)]
+        # The error goes to the points the step depends on, each in proportion to its uncertainty:
+        # a well-measured single-row point takes little of what an unseen row count got wrong.
+        uncertainty = [1 / (self.weights[i] + PRIOR_WEIGHT) for i in range(len(GRID))]
+        spread = sum(share * uncertainty[i] for i, share in shares)
+        for i, share in shares:
+            target = points[i] + (seconds - estimate) * uncertainty[i] / spread
+            target = max(target, seconds / (2 * CLIP))  # a floor against absurd targets
+            self._add(i, target if i == 0 else target / points[0], share)
 
-    def _segment(self, rows: float) -> tuple[int, float]:
-        """``(i, w)``: ``rows`` lies at fraction ``w`` from grid point ``i`` to ``i + 1`` (``w > 1`` past the end)."""
-        if not self.calibrated:
-            raise RuntimeError("StepCost used before calibrate()")
-        points = self.rows
-        i = 0
-        while i < len(points) - 2 and rows > points[i + 1]:
-            i += 1
-        return i, (rows - points[i]) / (points[i + 1] - points[i])
+    @staticmethod
+    def _neighbours(rows: int) -> list[tuple[int, float]]:
+        """The grid points ``T(rows)`` interpolates between, with their weights."""
+        if rows <= GRID[0]:
+            return [(0, 1.0)]
+        i = min(bisect.bisect_left(GRID, rows), len(GRID) - 1) - 1
+        w = min((rows - GRID[i]) / (GRID[i + 1] - GRID[i]), 1.0)
+        return [(i, 1 - w), (i + 1, w)]
+
+    @classmethod
+    def _at(cls, points: list[float], rows: int) -> float:
+        if rows > GRID[-1]:  # past the last point, with the last segment's slope
+            slope = (points[-1] - points[-2]) / (GRID[-1] - GRID[-2])
+            return points[-1] + slope * (rows - GRID[-1])
+        return sum(w * points[i] for i, w in cls._neighbours(rows))
+
+    def _derived(self, i: int, seen: list[int]) -> float:
+        """Point ``i``'s ratio from its nearest observed neighbours (linear between them), else from the prior."""
+        slope = PRIOR_SLOPE
+        below = [j for j in seen if j < i]
+        above = [j for j in seen if j > i]
+        if below and above:
+            lo, hi = below[-1], above[0]
+            w = (GRID[i] - GRID[lo]) / (GRID[hi] - GRID[lo])
+            return self.means[lo] + w * (self.means[hi] - self.means[lo])
+        if below:
+            return self.means[below[-1]] + slope * (GRID[i] - GRID[below[-1]])
+        prior = 1 + PRIOR_JUMP + slope * (GRID[i] - 1)
+        if above:  # never cheaper than a single-row step, never dearer than the prior
+            return min(prior, max(1.0, self.means[above[0]] - slope * (GRID[above[0]] - GRID[i])))
+        return prior
+
+    def _add(self, i: int, value: float, weight: float) -> None:
+        if weight <= 0:
+            return
+        if self.weights[i] == 0 or (value < self.means[i] / CLIP and weight >= 0.5):
+            self.means[i], self.weights[i] = value, weight
+            return
+        self.weights[i] = min(self.weights[i] + weight, MAX_WEIGHT)
+        self.means[i] += weight / self.weights[i] * (value - self.means[i])

@@ -14,12 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import kernels
 from .attention import STEP_KWARG, StepAttention
 from .cache import MIN_CAPACITY, TreeKVCache
 from .drafts import Candidates, DraftContext, DraftSource
 from .greedy_rules import StopChecker
-from .planner import LayoutCache
 from .stats import DecodeStats
 from .tree import StepLayout
 from .verification import verify
@@ -114,25 +112,6 @@ def forward_step(
     return parts.norm(hidden[0]), exit_hidden
 
 
-def chain_step_seconds(parts, source, cache, layouts: LayoutCache, root, prefix_len: int, rows: int, backend: str) -> float:
-    """Wall time of one step over a chain of ``rows`` real rows (no pseudo rows) on the live cache.
-
-    What the step writes past ``prefix_len`` is dropped again, so the cache is left as it was.
-    """
-    layout = layouts.get(tuple(range(rows - 1)), ())
-    nodes = root.repeat(rows - 1)
-    sync = torch.cuda.synchronize if root.is_cuda else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    hidden, _ = forward_step(parts, source, layout, cache, root, nodes, prefix_len, backend)
-    greedy = kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0]
-    path, count = kernels.accept_walk(greedy, nodes, layout.node_parents, layout.depth, backend=backend)
-    torch.cat([count.view(1), greedy[path.clamp(min=0)], path]).tolist()
-    seconds = time.perf_counter() - start
-    cache.truncate(prefix_len)
-    return seconds
-
-
 def early_exit(parts: ModelParts, source: DraftSource, exit_hidden):
     """``f(row [1] int64) -> [exit_depth, d]`` final-normed early-exit states of a real row, or None."""
     if exit_hidden is None:
@@ -167,10 +146,6 @@ def speculative_generate(
     root = input_ids[0, -1:]
 
     prefill(parts, cache, input_ids[0, :-1], backend)
-    if planner.needs_calibration:
-        planner.cost.calibrate(
-            lambda rows: chain_step_seconds(parts, source, cache, planner.layouts, root, length - 1, rows, backend)
-        )
     plan = planner.plan(source.propose(context, Candidates()))
     per_step = []  # (draft nodes, rows, accepted) of every step
     last = None  # (plan, start time, emitted) of the previous step

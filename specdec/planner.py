@@ -14,12 +14,20 @@ draft nodes (tokens, parents) and the real rows that carry pseudo rows.
    which rows get pseudo rows, maximising ``E - rho * T``: ``E`` = 1 + the sum of the nodes' path
    probabilities (expected tokens), plus ``g`` times the probability that the step ends on a row
    with pseudo rows (``g``: what FIRP's ranking adds to a step, in tokens, measured online);
-   ``T`` = the measured :class:`~specdec.cost.StepCost` of the step's rows; ``rho`` = the tokens
-   per second decoding currently achieves. Maximising ``E - rho * T`` at the achieved rate is how
-   average-reward problems are solved; an empty tree without pseudo rows is one of the choices, so
-   where drafts do not pay a step is a plain step;
-3. every so often, when no pseudo rows were chosen for a while, gives the likeliest end row pseudo
-   rows anyway, so a predictor that becomes useful again is noticed (the wait doubles each time).
+   ``T`` = the :class:`~specdec.cost.StepCost` of the step's rows, learned from the steps run so
+   far (plain steps until a single-row step has been measured; rows not yet seen priced
+   pessimistically); ``rho`` = the tokens per second decoding currently achieves. Maximising
+   ``E - rho * T`` at the achieved rate is how average-reward problems are solved; an empty tree
+   without pseudo rows is one of the choices, so where drafts do not pay a step is a plain step.
+   Every path probability is scaled by the *realism*, accepted over expected drafts on recent
+   steps (at most 1): estimates that promise more than verification gives lose their say within a
+   few steps, whatever the reason (optimistic priors, a change of text, the planner picking the
+   estimates whose noise is highest);
+3. every so often, when nothing new was tried for a while (no pseudo rows; for a source without
+   pseudo rows, no drafts), verifies what the estimates favour at full realism, with pseudo rows
+   on the likeliest end row, so a predictor that becomes useful again, or drafts the realism had
+   written off, are noticed. The wait doubles each time (8, 16, ... 256 steps), so exploring costs
+   at most one step in eight, and under 2% after a thousand idle steps.
 
 Statistics (acceptance, ``rho``, ``g``) live in a :class:`DraftingMemory` kept across ``generate``
 calls for the same model and draft source.
@@ -44,6 +52,8 @@ CHECKPOINTS = frozenset(range(0, 9)) | {10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 
 RATE_DECAY = 0.95
 GAIN_DECAY = 0.9
 GAIN_PRIOR = 0.5
+REALISM_DECAY = 0.9  # per step with drafts
+REALISM_PRIOR = 1.0  # pseudo-tokens, expected and accepted, that hold the realism at 1 at first
 EXPLORE_FIRST, EXPLORE_MAX = 8, 256
 FREE = frozenset({"exit"})  # ranked kinds that need no pseudo rows
 
@@ -57,14 +67,16 @@ class Plan:
         tokens: host, draft token of every node.
         nodes: int64 ``[M]`` the same tokens on the device.
         keys: acceptance key of every node (``tree="auto"``), or None.
-        row_equivalents: the step's rows in full-model row equivalents (see :mod:`specdec.cost`).
+        segments: the step's ``(fraction of layers, rows)`` pairs (see :mod:`specdec.cost`).
+        expected: the drafted tokens the acceptance estimates expected the step to accept (``tree="auto"``).
     """
 
     layout: StepLayout
     tokens: list[int]
     nodes: torch.Tensor
     keys: list[tuple] | None = None
-    row_equivalents: float = 1.0
+    segments: tuple = ((1.0, 1),)
+    expected: float = 0.0
 
 
 class LayoutCache:
@@ -116,8 +128,6 @@ class StaticPlanner:
         self.empty = Plan(StepLayout.build(TreeShape(()), pseudo_per_row, device), [], torch.empty(0, dtype=torch.int64, device=device))
         self.device = device
 
-    needs_calibration = False
-
     def plan(self, cands: Candidates) -> Plan:
         if not cands.ranked:
             return self.empty
@@ -141,6 +151,8 @@ class DraftingMemory:
         rate_tokens, rate_seconds: decaying sums of emitted tokens and step seconds (``rho`` is their ratio).
         gain: ``g``, the tokens FIRP's ranking adds to a step (decaying mean of measured gains).
         idle_steps: steps since a step last carried pseudo rows; explore_every: steps to wait before exploring.
+        expected, accepted: decaying sums, over steps with drafts, of the drafts the estimates expected
+            to be accepted and of those that were (their ratio is :attr:`realism`).
     """
 
     acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
@@ -149,6 +161,16 @@ class DraftingMemory:
     gain: float = GAIN_PRIOR
     idle_steps: int = 0
     explore_every: int = EXPLORE_FIRST
+    expected: float = 0.0
+    accepted: float = 0.0
+
+    @property
+    def realism(self) -> float:
+        """Accepted over expected drafts on recent steps, at most 1: the factor by which the planner
+        scales every path probability. Per-key estimates start from priors and are read where they
+        look best (the planner picks the nodes whose estimates are highest, noise included), so they
+        can promise more than verification gives; this corrects for it within a few steps."""
+        return min(1.0, (self.accepted + REALISM_PRIOR) / (self.expected + REALISM_PRIOR))
 
 
 @dataclass
@@ -168,21 +190,22 @@ class AutoPlanner:
         memory, cost, layouts: the learned state, the step-cost curve and the layout cache.
     """
 
-    needs_calibration = property(lambda self: not self.cost.calibrated)
-
     def __init__(self, pseudo_per_row: int, pseudo_fraction: float, max_depth: int, memory: DraftingMemory, cost: StepCost, layouts: LayoutCache):
         self.k, self.fraction, self.max_depth = pseudo_per_row, pseudo_fraction, max(1, max_depth)
         self.memory, self.cost, self.layouts = memory, cost, layouts
         self.top_k = AUTO_TOP_K
         self.device = layouts.device
+        self._plain = Plan(layouts.get((), ()), [], torch.empty(0, dtype=torch.int64, device=self.device), [])
 
     @property
     def rate(self) -> float:
         """``rho``: tokens per second achieved so far (a plain step's rate before any step ran)."""
         memory = self.memory
-        return memory.rate_tokens / memory.rate_seconds if memory.rate_seconds > 0 else 1.0 / self.cost(1.0)
+        return memory.rate_tokens / memory.rate_seconds if memory.rate_seconds > 0 else 1.0 / self.cost(1)
 
     def plan(self, cands: Candidates) -> Plan:
+        if not self.cost.ready:  # nothing measured on this device yet: a plain step, which measures one
+            return self._plain
         nodes = self._expand(cands)
         choice = self._select(nodes)
         memory = self.memory
@@ -192,23 +215,27 @@ class AutoPlanner:
             memory.gain = GAIN_DECAY * memory.gain + (1 - GAIN_DECAY) * gain
             if gain > 0.05:
                 memory.explore_every = EXPLORE_FIRST
+        explored = choice.owners if self.k else choice.nodes  # what would go unnoticed if never tried
+        memory.idle_steps = 0 if explored else memory.idle_steps + 1
         owners = choice.owners
-        if self.k and not owners:
-            memory.idle_steps += 1
-            if memory.idle_steps >= memory.explore_every:
-                owners = (self._likeliest_end(nodes[: choice.nodes]),)
-                memory.explore_every = min(2 * memory.explore_every, EXPLORE_MAX)
-        if owners:
+        if memory.idle_steps >= memory.explore_every:
+            # Try what the estimates themselves favour, with pseudo rows where the walk likely ends:
+            # a predictor that became useful, or drafts the realism had written off, get noticed.
+            choice = self._select(nodes, realism=1.0)
+            owners = (self._likeliest_end(nodes[: choice.nodes]),) if self.k else ()
             memory.idle_steps = 0
+            memory.explore_every = min(2 * memory.explore_every, EXPLORE_MAX)
         chosen = nodes[: choice.nodes]
         tokens = [node[2] for node in chosen]
+        expected = sum(node[0] for node in chosen)
         layout = self.layouts.get(tuple(node[1] for node in chosen), tuple(sorted(owners)))
         return Plan(
             layout,
             tokens,
             torch.tensor(tokens, dtype=torch.int64, device=self.device),
             [node[3] for node in chosen],
-            self._rows(choice.nodes + 1, len(owners)),
+            self._segments(choice.nodes + 1, len(owners)),
+            expected,
         )
 
     def observe(self, plan: Plan, path: list[int]) -> None:
@@ -219,16 +246,23 @@ class AutoPlanner:
             if parent in reached:
                 acceptance.observe(key, row in reached)
         acceptance.hot = len(path) > 1
+        if plan.tokens:
+            memory = self.memory
+            memory.expected = REALISM_DECAY * memory.expected + plan.expected
+            memory.accepted = REALISM_DECAY * memory.accepted + len(path) - 1
 
     def observe_seconds(self, plan: Plan, seconds: float, emitted: int) -> None:
         """A finished step: its wall time refines the cost curve and, with its tokens, the rate."""
-        self.cost.observe(plan.row_equivalents, seconds)
+        self.cost.observe(plan.segments, seconds)
         memory = self.memory
         memory.rate_tokens = RATE_DECAY * memory.rate_tokens + emitted
         memory.rate_seconds = RATE_DECAY * memory.rate_seconds + seconds
 
-    def _rows(self, real: int, owners: int) -> float:
-        return real + owners * self.k * self.fraction
+    def _segments(self, real: int, owners: int) -> tuple:
+        """``(fraction of layers, rows)`` of a step with ``real`` rows, ``owners`` of which carry pseudo rows."""
+        if not owners:
+            return ((1.0, real),)
+        return ((1.0 - self.fraction, real), (self.fraction, real + owners * self.k))
 
     def _expand(self, cands: Candidates, use: frozenset | None = None) -> list[tuple]:
         """Candidate nodes best-first: ``(path probability, parent row, token, key)``, parents first.
@@ -286,22 +320,24 @@ class AutoPlanner:
                     order += 1
         return nodes
 
-    def _select(self, nodes: list[tuple]) -> _Choice:
-        """The best prefix of ``nodes`` and pseudo-row owners by ``E + g * P(end on an owner) - rho * T``."""
+    def _select(self, nodes: list[tuple], realism: float | None = None) -> _Choice:
+        """The best prefix of ``nodes`` and pseudo-row owners by ``E + g * P(end on an owner) - rho * T``,
+        path probabilities scaled by ``realism`` (default: the memory's)."""
         rate, gain, cost = self.rate, self.memory.gain, self.cost
+        realism = self.memory.realism if realism is None else realism
         with_pseudo = self.k > 0 and gain > 0
         end = [1.0]  # probability that the walk ends on each real row
         expected = 1.0
-        best = _Choice(expected - rate * cost(1.0), 0, ())
+        best = _Choice(expected - rate * cost(1), 0, ())
         for n in range(len(nodes) + 1):
             if n:
-                prob, parent = nodes[n - 1][0], nodes[n - 1][1]
+                prob, parent = realism * nodes[n - 1][0], nodes[n - 1][1]
                 expected += prob
                 end[parent] -= prob
                 end.append(prob)
             if n not in CHECKPOINTS and n != len(nodes):
                 continue
-            value = expected - rate * cost(self._rows(n + 1, 0))
+            value = expected - rate * cost.step(self._segments(n + 1, 0))
             if value > best.value:
                 best = _Choice(value, n, ())
             if with_pseudo:
@@ -309,7 +345,7 @@ class AutoPlanner:
                 top = heapq.nlargest(MAX_OWNERS, range(n + 1), key=end.__getitem__)
                 for count, row in enumerate(top, start=1):
                     ends += end[row]
-                    value = expected + gain * ends - rate * cost(self._rows(n + 1, count))
+                    value = expected + gain * ends - rate * cost.step(self._segments(n + 1, count))
                     if value > best.value:
                         best = _Choice(value, n, tuple(top[:count]))
         return best

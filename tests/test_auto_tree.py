@@ -25,8 +25,7 @@ from tiny_models import ARCHS, NUM_LAYERS, prompt, tiny_model
 def pin_cost(model, seconds_per_row: float, base: float = 1e-3) -> None:
     """Give ``model`` a step-cost curve ``base + seconds_per_row * rows`` instead of a measured one."""
     param = model.get_input_embeddings().weight
-    cost = StepCost()
-    cost.rows, cost.seconds = [1.0, 64.0], [base + seconds_per_row, base + 64 * seconds_per_row]
+    cost = StepCost.measured(lambda rows: base + seconds_per_row * rows)
     patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype)] = cost
 
 
@@ -78,7 +77,6 @@ class RandomPlanner:
 
     top_k = 4
     max_depth = 6
-    needs_calibration = False
 
     def __init__(self, pseudo_per_row: int, device, seed: int):
         self.k, self.device, self.rng = pseudo_per_row, device, random.Random(seed)

@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from specdec.acceptance import PRIOR_WEIGHT, AcceptanceModel
-from specdec.cost import GRID, StepCost
+from specdec.cost import MAX_WEIGHT, PRIOR_JUMP, PRIOR_SLOPE, StepCost
 from specdec.drafts import Candidates
 from specdec.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
 
 
 def curve(per_row: float, base: float = 1.0) -> StepCost:
-    cost = StepCost()
-    cost.rows, cost.seconds = [1.0, 64.0], [base + per_row, base + 64 * per_row]
-    return cost
+    return StepCost.measured(lambda rows: base + per_row * rows)
 
 
 def planner(cost: StepCost, k: int = 3, gain: float = 0.5, max_depth: int = 8) -> AutoPlanner:
@@ -36,7 +34,7 @@ def test_free_rows_verify_every_likely_node_and_steep_rows_none():
     assert wide.tokens[:3] == [10, 20, 30]  # the agreeing chain and rank-0 tokens first
     assert wide.layout.owners  # with free rows, pseudo rows on the likeliest end rows
     plain = planner(curve(100.0)).plan(cands)
-    assert plain.tokens == [] and plain.layout.num_rows == 1 and plain.row_equivalents == 1.0
+    assert plain.tokens == [] and plain.layout.num_rows == 1 and plain.segments == ((1.0, 1),)
 
 
 def test_pseudo_rows_go_to_the_likeliest_end_and_only_when_they_pay():
@@ -135,27 +133,65 @@ def test_failures_in_some_buckets_lower_the_prior_of_untried_ones():
     assert model.prob(other_depth) > 0.9
 
 
-def test_step_cost_calibration_keeps_the_fastest_repeat_and_interpolates():
-    calls = []
-
-    def measure(n):
-        calls.append(n)
-        return 1.0 + 0.5 * n + (5.0 if len(calls) % 2 else 0.0)  # every other run is disturbed
-
+def test_step_cost_needs_no_timing_run_and_prices_unseen_sizes_pessimistically():
     cost = StepCost()
-    cost.calibrate(measure)
-    assert cost.rows[:2] == [1.0, 2.0] and cost(1.5) == pytest.approx(1.75)
-    assert cost.seconds == [1.0 + 0.5 * n for n in cost.rows]
-    assert cost.rows[-1] < GRID[-1]  # stopped once a step cost 6 single-row steps
-    assert cost(1000) > cost(cost.rows[-1])  # extrapolated with the last slope
+    assert not cost.ready
+    with pytest.raises(RuntimeError, match="single-row step"):
+        cost(1)
+    cost.observe([(1.0, 4)], 9.0)  # a drafted step before any plain one teaches nothing yet
+    assert not cost.ready
+    cost.observe([(1.0, 1)], 1.0)
+    assert cost.ready and cost(1) == 1.0
+    assert cost(2) == pytest.approx(1 + PRIOR_JUMP + PRIOR_SLOPE)  # the jump past one row
+    assert cost(64) == pytest.approx(1 + PRIOR_JUMP + 63 * PRIOR_SLOPE)
+    # one real row before the transfer layer, four rows after it
+    assert cost.step([(0.75, 1), (0.25, 4)]) == pytest.approx(0.75 + 0.25 * cost(4))
+
+
+def test_step_cost_learns_the_sizes_it_sees_and_bridges_the_others():
+    """A GPU-like flat curve: after drafted steps of 2 and 16 rows, sizes between are flat too."""
+    cost = StepCost()
+    for _ in range(10):
+        cost.observe([(1.0, 1)], 1.0)
+        cost.observe([(1.0, 2)], 1.02)
+        cost.observe([(1.0, 16)], 1.1)
+    assert cost(2) == pytest.approx(1.02, rel=0.02)
+    assert cost(16) == pytest.approx(1.1, rel=0.03)  # the prior keeps a small weight
+    assert cost(8) == pytest.approx(1.02 + 0.08 * 6 / 14, rel=0.02)  # between the two observed sizes
+    assert cost(32) == pytest.approx(1.1 + 16 * PRIOR_SLOPE, rel=0.03)  # past them: the prior slope, no jump
+
+
+def test_step_cost_puts_a_mixed_steps_error_on_the_rows_it_has_not_seen():
+    """One real row through the early layers and four after the transfer layer: a well-measured
+    single-row step takes little of the error, the 4-row point takes the rest."""
+    cost = StepCost()
+    for _ in range(20):
+        cost.observe([(1.0, 1)], 1.0)
+    for _ in range(20):
+        cost.observe([(0.7, 1), (0.3, 4)], 0.7 + 0.3 * 1.2)  # four rows cost 1.2 here, not the prior's 1.65
+    assert cost(1) == pytest.approx(1.0, rel=0.01)
+    assert cost(4) == pytest.approx(1.2, rel=0.06)  # against the prior 1.65
+
+
+def test_step_cost_keeps_ratios_so_a_busy_spell_does_not_price_rows_forever():
+    cost = StepCost()
+    for _ in range(20):  # another process shares the cores: every step is ten times slower
+        cost.observe([(1.0, 1)], 10.0)
+        cost.observe([(1.0, 4)], 12.0)
+    for _ in range(3):  # it ends; only plain steps run for a while
+        cost.observe([(1.0, 1)], 1.0)
+    assert cost(1) == pytest.approx(1.0, rel=0.01)
+    assert cost(4) == pytest.approx(1.2, rel=0.05)
 
 
 def test_step_cost_observations_move_the_curve_boundedly():
-    cost = curve(0.0)
-    cost.observe(1.0, 100.0)  # a stalled step: clipped to +50% of the estimate, times the learning rate
-    assert 1.0 < cost(1.0) <= 1.0 + 0.05 * 0.5 + 1e-9
-    with pytest.raises(RuntimeError, match="calibrate"):
-        StepCost()(1.0)
+    cost = StepCost.measured(lambda rows: 1.0)
+    cost.observe([(1.0, 1)], 100.0)  # a stalled step counts as twice the estimate, averaged with what was seen
+    assert 1.0 < cost(1) <= 1.0 + 1.0 / MAX_WEIGHT + 1e-9
+    first_use = StepCost()
+    first_use.observe([(1.0, 1)], 50.0)  # a first step that compiled kernels ...
+    first_use.observe([(1.0, 1)], 1.0)  # ... is forgotten at the first normal one
+    assert first_use(1) == 1.0
 
 
 def test_early_exit_ranking_is_drafted_without_pseudo_rows_and_does_not_count_as_their_gain():
