@@ -11,10 +11,15 @@ Prompt classes, reported separately: ``chat``, the held-out requests of
 ``bench/prompts/eval-chat.jsonl`` (none is in the distillation set) under the chat
 template; ``code``, the first 64-256 tokens of held-out standard-library files (see
 ``specdec.demo_corpus``), continued as raw text; ``random`` (only when asked for), 64 seeded
-random token ids, where drafts are useless: the defaults must cost what plain decoding costs.
+random token ids, where drafts are useless: the defaults must cost what plain decoding costs;
+``short`` (only when asked for), the chat requests with at most :data:`SHORT_NEW_TOKENS` new
+tokens, as a script or a request in a fresh worker sends them. ``--first-call`` runs
+:mod:`bench.first_call` instead: plain greedy against the first patched ``generate`` of a fresh
+process.
 Every method continues them greedily (the sampling rows at their temperatures).
 Methods are run interleaved prompt by prompt, timed as medians over repeats after a
-warm-up, all with the same model, dtype and cache setting. Results:
+warm-up, all with the same model, dtype and cache setting; a timed call during which another
+process used the CPU is run again (:func:`bench.common.timed_quietly`). Results:
 ``bench/results/e2e-{model}-{class}-{device}.*``.
 """
 
@@ -22,13 +27,12 @@ import argparse
 import hashlib
 import json
 import statistics
-import time
 from pathlib import Path
 
 import matplotlib
 import torch
 
-from bench.common import RESULTS, device_names, environment, write_csv
+from bench.common import RESULTS, device_names, environment, timed_quietly, write_csv
 from specdec import FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
 from specdec.demo import DEFAULT_DEMO, DEMOS
 from specdec.demo_corpus import read_texts, stdlib_files
@@ -41,7 +45,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 CHAT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "eval-chat.jsonl"
-PROMPT_CLASSES = ("chat", "code", "random")
+PROMPT_CLASSES = ("chat", "code", "random", "short")
+SHORT_NEW_TOKENS = 64
 
 
 def chat_prompts(tokenizer, count: int, device) -> list[torch.Tensor]:
@@ -52,8 +57,8 @@ def chat_prompts(tokenizer, count: int, device) -> list[torch.Tensor]:
 
 
 def class_prompts(name: str, tokenizer, count: int, new_tokens: int, device) -> list[torch.Tensor]:
-    """The prompts of class ``name`` (``chat`` or ``code``)."""
-    if name == "chat":
+    """The prompts of class ``name`` (see the module docstring)."""
+    if name in ("chat", "short"):
         return chat_prompts(tokenizer, count, device)
     if name == "random":
         return random_prompts(len(tokenizer), count, device)
@@ -110,6 +115,7 @@ def methods(args, model, predictor):
     runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
     if args.identity_check:  # drafts that never help: the defaults must still cost what plain decoding costs
         identity = FuturePredictor.for_model(model, layer=predictor.layer, k=predictor.k)
+        runs.append(("auto", identity, ", untrained predictor (identity maps) + lookup"))
         runs.append(("auto", FIRPDrafts(identity), ", identity predictor, no lookup"))
     runs += [(tree, FIRPDrafts(predictor), " FIRP only") for tree in args.trees]
     runs += [(tree, LookupDrafts(predictor), " + lookup") for tree in args.lookup_trees]
@@ -130,12 +136,16 @@ def baseline_of(name: str) -> str:
 
 
 def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]:
+    """``(output, seconds)`` of one ``generate`` call, timed while no other process used the CPU."""
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     sync()
-    start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=new_tokens, **{"do_sample": False, **kwargs})
-    sync()
-    return out, time.perf_counter() - start
+
+    def call():
+        out = model.generate(ids, max_new_tokens=new_tokens, **{"do_sample": False, **kwargs})
+        sync()
+        return out
+
+    return timed_quietly(call)
 
 
 def run_generation(args, model, predictor, prompts: list[torch.Tensor], table: dict | None = None) -> tuple[list[dict], list[dict]]:
@@ -288,13 +298,16 @@ def main() -> None:
         table, parts = seed_methods(args, model, predictor, seeds)
     for name in classes:
         print(f"== {name} prompts ==")
-        prompts = class_prompts(name, tokenizer, args.prompts, args.new_tokens, args.device)
-        rows, summary = run_generation(args, model, predictor, prompts, table)
+        class_args = argparse.Namespace(**vars(args))
+        if name == "short":
+            class_args.new_tokens = min(args.new_tokens, SHORT_NEW_TOKENS)
+        prompts = class_prompts(name, tokenizer, args.prompts, class_args.new_tokens, args.device)
+        rows, summary = run_generation(class_args, model, predictor, prompts, table)
         stem = args.out / f"e2e-{'seeds-' if args.seeds else ''}{tag}-{name}-{device_kind}"
         write_csv(stem.with_suffix(".csv"), rows)
         stem.with_suffix(".json").write_text(json.dumps({**meta, "prompt_class": name, "summary": summary}, indent=2) + "\n")
-        cpu_note = "" if device_kind != "cpu" else f", CPU ({torch.get_num_threads()} threads)"
-        title = f"{tag}: {len(rows) // len(summary)} {'' if name == 'random' else 'held-out '}{name} prompts, {args.new_tokens} new tokens, {args.dtype}{cpu_note}"
+        cpu_note = "" if device_kind != "cpu" else f", {device_name}, {torch.get_num_threads()} threads"
+        title = f"{tag}: {len(rows) // len(summary)} {'' if name == 'random' else 'held-out '}{name} prompts, {class_args.new_tokens} new tokens, {args.dtype}{cpu_note}"
         plot_generation(summary, stem.with_suffix(".png"), title)
         if args.seeds:
             from bench.seed_compare import seeds_table

@@ -53,6 +53,14 @@ class StepCost:
         cost.weights = [MAX_WEIGHT] * len(GRID)
         return cost
 
+    @classmethod
+    def shaped(cls, ratio: Callable[[int], float]) -> "StepCost":
+        """A curve whose shape, ``ratio(rows)`` single-row steps, is taken as fully measured, and
+        whose single-row step is not (the first plain step measures it)."""
+        cost = cls.measured(ratio)
+        cost.weights[0] = 0.0
+        return cost
+
     @property
     def ready(self) -> bool:
         """Whether a plain (single-row) step has been observed: the planner's first anchor."""
@@ -100,8 +108,10 @@ class StepCost:
         spread = sum(share * uncertainty[i] for i, share in shares)
         for i, share in shares:
             target = points[i] + (seconds - estimate) * uncertainty[i] / spread
-            target = max(target, seconds / (2 * CLIP))  # a floor against absurd targets
-            self._add(i, target if i == 0 else target / points[0], share)
+            if i == 0:
+                self._add(0, max(target, seconds / (2 * CLIP)), share)  # a floor against absurd targets
+            else:  # no row count costs less than half a single-row step
+                self._add(i, max(target / points[0], 1 / CLIP), share)
 
     @staticmethod
     def _neighbours(rows: int) -> list[tuple[int, float]]:

@@ -24,7 +24,8 @@ draft nodes (tokens, parents) and the real rows that carry pseudo rows.
    few steps, whatever the reason (optimistic priors, a change of text, the planner picking the
    estimates whose noise is highest);
 3. every so often, when nothing new was tried for a while (no pseudo rows; for a source without
-   pseudo rows, no drafts), verifies what the estimates favour at full realism, with pseudo rows
+   pseudo rows, no drafts), verifies what the estimates favour at full realism (at most
+   :data:`EXPLORE_NODES` nodes), with pseudo rows
    on the likeliest end row, so a predictor that becomes useful again, or drafts the realism had
    written off, are noticed. The wait doubles each time (8, 16, ... 256 steps), so exploring costs
    at most one step in eight, and under 2% after a thousand idle steps.
@@ -51,10 +52,12 @@ MIN_PATH_PROB = 0.005
 CHECKPOINTS = frozenset(range(0, 9)) | {10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64}
 RATE_DECAY = 0.95
 GAIN_DECAY = 0.9
-GAIN_PRIOR = 0.5
+GAIN_PRIOR = 0.0  # pseudo rows are not assumed to pay: the first exploration measures what they add
+GAIN_PRIOR_WEIGHT = 1.0
 REALISM_DECAY = 0.9  # per step with drafts
 REALISM_PRIOR = 1.0  # pseudo-tokens, expected and accepted, that hold the realism at 1 at first
 EXPLORE_FIRST, EXPLORE_MAX = 8, 256
+EXPLORE_NODES = 8  # an exploration step verifies at most this many of the best nodes
 FREE = frozenset({"exit"})  # ranked kinds that need no pseudo rows
 
 
@@ -149,7 +152,9 @@ class DraftingMemory:
     Attributes:
         acceptance: conditional acceptance estimates.
         rate_tokens, rate_seconds: decaying sums of emitted tokens and step seconds (``rho`` is their ratio).
-        gain: ``g``, the tokens FIRP's ranking adds to a step (decaying mean of measured gains).
+        gain: ``g``, the tokens FIRP's ranking adds to a step: a decaying mean of the measured gains,
+            starting at :data:`GAIN_PRIOR` with the weight of :data:`GAIN_PRIOR_WEIGHT` measurements
+            (``gain_weight``), so a first useful ranking counts at once.
         idle_steps: steps since a step last carried pseudo rows; explore_every: steps to wait before exploring.
         expected, accepted: decaying sums, over steps with drafts, of the drafts the estimates expected
             to be accepted and of those that were (their ratio is :attr:`realism`).
@@ -159,6 +164,7 @@ class DraftingMemory:
     rate_tokens: float = 0.0
     rate_seconds: float = 0.0
     gain: float = GAIN_PRIOR
+    gain_weight: float = GAIN_PRIOR_WEIGHT
     idle_steps: int = 0
     explore_every: int = EXPLORE_FIRST
     expected: float = 0.0
@@ -212,16 +218,17 @@ class AutoPlanner:
         if cands.ranked:  # g: what the pseudo rows' ranking adds over the chain and the early exit alone
             without = self._select(self._expand(cands, FREE)).value
             gain = max(0.0, choice.value - without)
-            memory.gain = GAIN_DECAY * memory.gain + (1 - GAIN_DECAY) * gain
-            if gain > 0.05:
-                memory.explore_every = EXPLORE_FIRST
+            memory.gain_weight = GAIN_DECAY * memory.gain_weight + 1
+            memory.gain += (gain - memory.gain) / memory.gain_weight
+            if gain > self.rate * (self.cost.step(self._segments(1, 1)) - self.cost(1)):
+                memory.explore_every = EXPLORE_FIRST  # the ranking paid for the root's pseudo rows: look again soon
         explored = choice.owners if self.k else choice.nodes  # what would go unnoticed if never tried
         memory.idle_steps = 0 if explored else memory.idle_steps + 1
         owners = choice.owners
         if memory.idle_steps >= memory.explore_every:
             # Try what the estimates themselves favour, with pseudo rows where the walk likely ends:
             # a predictor that became useful, or drafts the realism had written off, get noticed.
-            choice = self._select(nodes, realism=1.0)
+            choice = self._select(nodes[:EXPLORE_NODES], realism=1.0)
             owners = (self._likeliest_end(nodes[: choice.nodes]),) if self.k else ()
             memory.idle_steps = 0
             memory.explore_every = min(2 * memory.explore_every, EXPLORE_MAX)

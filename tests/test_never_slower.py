@@ -37,9 +37,10 @@ def test_first_patched_generate_runs_no_more_passes_than_tokens():
     assert stats.steps <= 40 and stats.rows[0] == 1  # the first step, before anything is measured, is plain
 
 
-def cpu_like_curve() -> StepCost:
-    """One row costs 1; more cost 1.5 plus 2% a row (the jump of a CPU leaving matrix-vector products)."""
-    return StepCost.measured(lambda rows: 1.0 if rows == 1 else 1.5 + 0.02 * rows)
+def cpu_like(rows: int) -> float:
+    """A step of ``rows`` rows in single-row steps: 1.5 plus 2% a row past one (the jump of a CPU
+    leaving matrix-vector products)."""
+    return 1.0 if rows == 1 else 1.5 + 0.02 * rows
 
 
 def test_wrong_lookup_chains_and_confident_useless_drafts_turn_into_plain_steps():
@@ -49,7 +50,7 @@ def test_wrong_lookup_chains_and_confident_useless_drafts_turn_into_plain_steps(
     ids = prompt(model, 8, seed=4)
     expected = model.generate(ids, max_new_tokens=120, do_sample=False, eos_token_id=None)
     param = model.get_input_embeddings().weight
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype)] = cpu_like_curve()
+    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype)] = StepCost.shaped(cpu_like)
     source = ForcedDrafts(FIRPDrafts(perturbed_predictor(model, 1, 3)), expected[0].tolist(), model.config.vocab_size, correct=False, chain_depth=6)
     specdec.patch(model, source)
     out = model.generate(ids, max_new_tokens=120, do_sample=False, eos_token_id=None)
@@ -88,7 +89,7 @@ def test_plain_steps_until_a_single_row_step_is_measured():
 def test_exploration_is_a_bounded_fraction_of_steps():
     """No useful drafts ever: exploration steps (pseudo rows for a predictor that may become useful)
     come after 8 idle steps and then ever more rarely: 7 of 1000 steps."""
-    planner = planner_with(cpu_like_curve())
+    planner = planner_with(StepCost.measured(cpu_like))
     planner.memory.gain = 0.0  # FIRP's ranking measured useless: pseudo rows never pay
     explored = [step for step in range(1000) if planner.plan(Candidates()).layout.owners]
     assert EXPLORE_FIRST == 8 and explored == [7, 23, 55, 119, 247, 503, 759]  # the wait doubles up to 256
