@@ -8,8 +8,10 @@
     specdec.unpatch(model)
 """
 
+from .adapters import PseudoRowAdapters
 from .demo import load_demo
 from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
+from .maps import MLPPredictor, MultiLayerPredictor
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .predictor import FuturePredictor
 from .stats import DecodeStats
@@ -31,7 +33,10 @@ __all__ = [
     "ForcedDrafts",
     "FuturePredictor",
     "LookupDrafts",
+    "MLPPredictor",
     "MaskDrafts",
+    "MultiLayerPredictor",
+    "PseudoRowAdapters",
     "TrainConfig",
     "TreeShape",
     "evaluate_predictor",

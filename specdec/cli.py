@@ -17,6 +17,7 @@ from .demo import DEFAULT_DEMO, DEMOS
 from .tree import parse_tree_arg
 
 SOURCES = ("firp", "mask", "exit")
+MAPS = ("linear", "mlp", "multi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -41,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--layer", type=int, help="transfer layer (firp, default: L // 4) or exit layer (exit, default: L // 2)")
     layers.add_argument("--layers", help="comma-separated transfer layers to sweep (firp); the best is saved")
     train.add_argument("--k", type=int, default=3, help="future offsets (draft depth)")
+    train.add_argument("--map", choices=MAPS, default="linear",
+                       help="firp's map: linear (the paper's), mlp (plus a residual MLP per offset), "
+                            "multi (plus an earlier layer's output)")
+    train.add_argument("--map-width", type=int, help="hidden width of --map mlp (default: the model's hidden size)")
+    train.add_argument("--earlier-layer", type=int, help="second input layer of --map multi (default: half the transfer layer; -1: embeddings)")
+    train.add_argument("--adapter-rank", type=int, default=0,
+                       help="rank of low-rank adapters on the projections of the layers the pseudo rows pass through "
+                            "(firp, mask; applied to pseudo rows only; 0: none)")
+    train.add_argument("--adapter-layers", help="layers the adapters go on, e.g. 5-9 or 5,7,9 (default: every layer the pseudo rows pass through)")
+    train.add_argument("--adapter-lr", type=float, help="learning rate of the adapters and of a richer map's new parameters (default: --lr)")
     train.add_argument("--steps", type=int, default=300)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--seq-len", type=int, default=256)
@@ -111,13 +122,14 @@ def run_distill(args) -> None:
 
 def run_train(args) -> None:
     from .sweep import best_layer, format_table, measure_tau, sweep_layers
-    from .train import TrainConfig, evaluate_predictor, train_predictor
+    from .train import TrainConfig, evaluate_predictor, new_source, train_predictor
     from .train_data import as_sequences, read_corpus
 
     if args.layers and args.source != "firp":
         raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
     if args.source == "mask" and args.layer is not None:
         raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
+    source_options = checked_source_options(args)
     out = Path(args.out)
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
     check_train_output(out, checkpoints, args.resume, args.force)
@@ -136,6 +148,7 @@ def run_train(args) -> None:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         lr=args.lr,
+        adapter_lr=args.adapter_lr,
         loss=args.loss,
         positions=None if args.positions == "all" else int(args.positions),
         seed=args.seed,
@@ -158,17 +171,60 @@ def run_train(args) -> None:
         sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
     else:
         config.checkpoint_dir = str(checkpoints)
-        predictor = train_predictor(model, sequences, args.layer, args.k, source=args.source, config=config, eval_data=held_out)
+        predictor = new_source(model, args.source, args.layer, args.k, **source_options)
+        predictor = train_predictor(model, sequences, config=config, predictor=predictor, eval_data=held_out)
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
         sweep = None
     predictor.save_pretrained(out)
     module = getattr(predictor, "module", predictor)
-    report = {"source": args.source, "layer": module.layer, "k": module.k, **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
+    saved = module.config_dict()
+    report = {"source": args.source, "layer": module.layer, "k": module.k, "map": saved.get("map"), "adapters": saved.get("adapters"),
+              **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
     if sweep:
         report["sweep"] = sweep
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved predictor to {out}: " + json.dumps(report))
+
+
+def checked_source_options(args) -> dict:
+    """:func:`~specdec.train.new_source`'s map and adapter options from ``args``; ``ValueError`` for
+    options of another map or source (before anything is loaded)."""
+    if args.map != "linear" and args.source != "firp":
+        raise ValueError(f"--map is FIRP's: it does not apply to --source {args.source}")
+    for flag, value, kind in (("--map-width", args.map_width, "mlp"), ("--earlier-layer", args.earlier_layer, "multi")):
+        if value is not None and args.map != kind:
+            raise ValueError(f"{flag} is an option of --map {kind}")
+    if args.adapter_rank < 0:
+        raise ValueError(f"--adapter-rank must be >= 0, got {args.adapter_rank}")
+    if args.adapter_rank and args.source == "exit":
+        raise ValueError("an early exit's states skip the later layers: adapters do not apply to --source exit")
+    if args.adapter_layers is not None and not args.adapter_rank:
+        raise ValueError("--adapter-layers needs --adapter-rank >= 1")
+    if args.layers and (args.map != "linear" or args.adapter_rank):
+        raise ValueError("--layers sweeps linear maps without adapters: train a richer map or adapters at one --layer")
+    options = {"map": args.map, "adapter_rank": args.adapter_rank, "adapter_layers": parse_layers(args.adapter_layers)}
+    if args.map_width is not None:
+        options["width"] = args.map_width
+    if args.earlier_layer is not None:
+        options["earlier_layer"] = args.earlier_layer
+    return options
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"5-9"``, ``"5,7,9"`` or a mix (``"1,4-6"``) -> the layers, in order; None for None."""
+    if text is None:
+        return None
+    layers = []
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            layers.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+    except ValueError:
+        raise ValueError(f"--adapter-layers takes layers like 5-9 or 5,7,9, got {text!r}") from None
+    if not layers:
+        raise ValueError(f"--adapter-layers names no layer: {text!r}")
+    return layers
 
 
 def main(argv: list[str] | None = None) -> int:

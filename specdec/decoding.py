@@ -7,6 +7,7 @@ next candidates and the planner for the next tree. See ``docs/firp.md`` of the p
 algorithm.
 """
 
+import contextlib
 import inspect
 import time
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ def forward_step(
     """One pass over the root ``[1]``, draft ``nodes [M]`` and pseudo rows.
 
     Returns the final-normed hidden states ``[S, d]`` and, for a source with an early exit, the
-    real rows' hidden states ``[R, d]`` after its ``exit_layer`` (else None).
+    real rows' hidden states ``[R, d]`` after its ``exit_layer`` (else None). Pseudo rows run with
+    the source's adapters (:meth:`DraftSource.adapted`), which never touch real rows.
     """
     real = layout.num_real
     positions = layout.offsets + prefix_len
@@ -93,22 +95,27 @@ def forward_step(
     rotary = parts.rotary(hidden, positions[None])
     num_layers = len(parts.layers)
     inject_at = source.layer + 1 if layout.num_pseudo else None  # 0 for sources that inject before layer 0
+    capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
     exit_at = source.exit_layer + 1 if source.exit_layer is not None else None
     step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
     step_rotary, step_positions = tuple(part[:, :real] for part in rotary), positions[:real]
-    exit_hidden, done = None, 0
-    for stop in sorted({num_layers} | {at for at in (inject_at, exit_at) if at is not None}):
-        hidden = parts.run_layers(hidden, done, stop, cache, step_rotary, step_positions, step)
-        done = stop
-        if stop == exit_at:
-            exit_hidden = hidden[0, :real]
-        if stop == inject_at:
-            rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
-            rows[:, :real] = hidden
-            owners = hidden[0] if layout.owner_rows is None else hidden[0].index_select(0, layout.owner_rows)
-            source.inject(owners, rows[0, real:])
-            hidden, step_rotary, step_positions = rows, rotary, positions
-            step = StepAttention(prefix_len, layout.full_bits, positions, backend)
+    exit_hidden, captured, done = None, None, 0
+    with source.adapted(parts.layers, real) if inject_at is not None else contextlib.nullcontext():
+        for stop in sorted({num_layers} | {at for at in (inject_at, capture_at, exit_at) if at is not None}):
+            hidden = parts.run_layers(hidden, done, stop, cache, step_rotary, step_positions, step)
+            done = stop
+            if stop == exit_at:
+                exit_hidden = hidden[0, :real]
+            if stop == capture_at:
+                captured = hidden[0]
+            if stop == inject_at:
+                rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
+                rows[:, :real] = hidden
+                states = hidden[0] if captured is None else torch.cat([hidden[0], captured], dim=-1)
+                owners = states if layout.owner_rows is None else states.index_select(0, layout.owner_rows)
+                source.inject(owners, rows[0, real:])
+                hidden, step_rotary, step_positions = rows, rotary, positions
+                step = StepAttention(prefix_len, layout.full_bits, positions, backend)
     return parts.norm(hidden[0]), exit_hidden
 
 

@@ -14,7 +14,9 @@ Per batch of token sequences ``[B, T]``:
    sees real positions ``<= n`` (within a sliding window, if any) and
    ``P[n, 1..i]``.
 3. Loss: KL(teacher at real position ``n + i`` || student at ``P[n, i]``), or
-   cross-entropy to the true token ``x[n + i + 1]``. Only the predictor trains.
+   cross-entropy to the true token ``x[n + i + 1]``. Only the predictor trains: its map and,
+   in the same pass, its pseudo-row adapters (applied to every row of step 2's packed pass,
+   which are all pseudo rows), the new parameters at their own learning rate.
 
 Accuracy is agreement with the teacher's greedy token (what greedy verification
 accepts): top-1 and top-5, per offset ``i``.
@@ -39,7 +41,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from .adapters import applied
 from .drafts import DraftSource, EarlyExitDrafts, MaskDrafts
+from .maps import MAP_CLASSES
 from .predictor import FuturePredictor
 from .train_data import as_sequences, batch_at
 
@@ -47,7 +51,7 @@ SOURCES = ("firp", "mask", "exit")
 CHECKPOINT_STATE = "trainer_state.pt"
 CURVE_NAME = "curve.jsonl"
 # TrainConfig fields a resumed run must share with the checkpoint's run to continue it exactly.
-RESUME_SETTINGS = ("steps", "batch_size", "seq_len", "lr", "weight_decay", "warmup", "clip", "loss", "positions", "seed", "bf16")
+RESUME_SETTINGS = ("steps", "batch_size", "seq_len", "lr", "adapter_lr", "weight_decay", "warmup", "clip", "loss", "positions", "seed", "bf16")
 
 
 @dataclass
@@ -58,6 +62,9 @@ class TrainConfig:
     batch_size: int = 8
     seq_len: int = 256
     lr: float = 3e-3
+    adapter_lr: float | None = None
+    """Peak learning rate of the parameters the paper's map does not have (adapters, an MLP, an
+    earlier layer's map); None: ``lr``."""
     weight_decay: float = 0.0
     warmup: int = 30
     clip: float = 1.0
@@ -97,19 +104,25 @@ def cache_kwarg(module) -> str:
 
 
 @torch.no_grad()
-def teacher_pass(model, ids: torch.Tensor, layer: int):
+def teacher_pass(model, ids: torch.Tensor, layer: int | tuple[int, ...]):
     """Frozen forward of ``ids [B, T]``: logits ``[B, T, V]``, hidden after ``layer`` (-1: the embeddings)
-    ``[B, T, d]``, keys, values."""
+    ``[B, T, d]`` (a tuple of layers: their outputs concatenated, ``[B, T, len * d]``), keys, values."""
+    layers = (layer,) if isinstance(layer, int) else tuple(layer)
     cache = DynamicCache()
-    captured = []
-    # A hook, not output_hidden_states: its last entry is after the final norm.
-    hooked = model.model.embed_tokens if layer < 0 else model.model.layers[layer]
-    hook = hooked.register_forward_hook(lambda module, args, output: captured.append(output))
+    captured = {}
+    # Hooks, not output_hidden_states: its last entry is after the final norm.
+    hooks = [
+        (model.model.embed_tokens if hooked < 0 else model.model.layers[hooked]).register_forward_hook(
+            lambda module, args, output, hooked=hooked: captured.setdefault(hooked, output[0] if isinstance(output, tuple) else output)
+        )
+        for hooked in layers
+    ]
     try:
         out = model(ids, use_cache=True, **{cache_kwarg(model): cache})
     finally:
-        hook.remove()
-    hidden = captured[0][0] if isinstance(captured[0], tuple) else captured[0]
+        for hook in hooks:
+            hook.remove()
+    hidden = torch.cat([captured[hooked] for hooked in layers], dim=-1) if len(layers) > 1 else captured[layers[0]]
     keys = [entry.keys for entry in cache.layers]
     values = [entry.values for entry in cache.layers]
     return out.logits, hidden, keys, values
@@ -143,30 +156,32 @@ def pseudo_mask(seq_len: int, starts: torch.Tensor, k: int, window: int | None, 
 def student_logits(model, predictor: FuturePredictor, hidden_t, keys, values, starts) -> torch.Tensor:
     """Logits ``[B, N, k, V]`` (float32) of pseudo rows for positions ``starts [N]``.
 
-    ``predictor`` follows :class:`FuturePredictor`'s protocol; with ``refine`` False its states go
-    straight to the final norm and LM head.
+    ``predictor`` follows :class:`FuturePredictor`'s protocol; ``hidden_t`` is the outputs of its
+    ``input_layers`` (``[B, T, d * len(input_layers)]``); with ``refine`` False its states go
+    straight to the final norm and LM head. Its adapters, if any, apply to every row of the pass.
     """
     inner = model.model
     batch, seq_len, _ = hidden_t.shape
     k, layer = predictor.k, predictor.layer
     pseudo = predictor(hidden_t[:, starts].float()).to(hidden_t.dtype)  # [B, N, k, d]
-    hidden = pseudo.reshape(batch, -1, hidden_t.shape[-1])
+    hidden = pseudo.reshape(batch, -1, pseudo.shape[-1])
     positions = (starts[:, None] + torch.arange(1, k + 1, device=starts.device)).reshape(1, -1).expand(batch, -1)
     rotary = inner.rotary_emb(hidden, positions)
     cache = PrefixCache(keys, values)
     masks: dict[int | None, torch.Tensor] = {}
-    for module in inner.layers[layer + 1 :] if predictor.refine else ():
-        window = layer_window(module, model.config)
-        if window not in masks:
-            masks[window] = pseudo_mask(seq_len, starts, k, window, hidden.dtype)
-        hidden = module(
-            hidden,
-            attention_mask=masks[window],
-            position_ids=positions,
-            position_embeddings=rotary,
-            use_cache=True,
-            **{cache_kwarg(module): cache},
-        )
+    with applied(predictor, inner.layers, 0):
+        for module in inner.layers[layer + 1 :] if predictor.refine else ():
+            window = layer_window(module, model.config)
+            if window not in masks:
+                masks[window] = pseudo_mask(seq_len, starts, k, window, hidden.dtype)
+            hidden = module(
+                hidden,
+                attention_mask=masks[window],
+                position_ids=positions,
+                position_embeddings=rotary,
+                use_cache=True,
+                **{cache_kwarg(module): cache},
+            )
     logits = model.get_output_embeddings()(inner.norm(hidden)).float()
     return logits.view(batch, starts.shape[0], k, -1)
 
@@ -269,7 +284,7 @@ def train_predictor(
     module = trainable(predictor)
     module.to(device=device, dtype=torch.float32).train()
     module.check_model(model)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(module, config), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     settings = run_settings(config, sequences)
     start = load_checkpoint(config, module, optimizer, schedule, settings) if config.resume else 0
@@ -287,7 +302,7 @@ def train_predictor(
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             starts = sample_starts(ids.shape[1], module.k, config.positions, generator, device)
             with autocast(config, device):
-                teacher, hidden_t, keys, values = teacher_pass(model, ids, module.layer)
+                teacher, hidden_t, keys, values = teacher_pass(model, ids, module.input_layers)
                 student = student_logits(model, module, hidden_t, keys, values, starts)
             loss = predictor_loss(student, teacher, ids, starts, module.k, config.loss)
             optimizer.zero_grad(set_to_none=True)
@@ -308,17 +323,29 @@ def train_predictor(
     return predictor
 
 
-def new_source(model, source: str, layer: int | None, k: int):
-    """An untrained ``source`` (``"firp"``, ``"mask"``, ``"exit"``) for ``model``."""
+def new_source(model, source: str, layer: int | None, k: int, *, map: str = "linear", adapter_rank: int = 0, adapter_layers=None, **map_options):
+    """An untrained ``source`` (``"firp"``, ``"mask"``, ``"exit"``) for ``model``.
+
+    FIRP takes a ``map`` kind (``"linear"``, ``"mlp"``, ``"multi"``, see :mod:`specdec.maps`) and its
+    ``map_options`` (``width``, ``earlier_layer``); FIRP and mask slots take pseudo-row adapters of
+    rank ``adapter_rank`` (0: none) on ``adapter_layers`` (None: every layer their rows pass through).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if map not in MAP_CLASSES:
+        raise ValueError(f"map must be one of {', '.join(MAP_CLASSES)}, got {map!r}")
+    if source != "firp" and (map != "linear" or map_options):
+        raise ValueError(f"map kinds and their options are FIRP's, not {source!r}'s")
+    if source == "exit" and (adapter_rank or adapter_layers is not None):
+        raise ValueError("an early exit's states skip the later layers: adapters do not apply to it")
+    adapters = dict(adapter_rank=adapter_rank, adapter_layers=adapter_layers)
     if source == "firp":
-        return FuturePredictor.for_model(model, layer=layer, k=k)
+        return MAP_CLASSES[map].for_model(model, layer=layer, k=k, **adapters, **map_options)
     if source == "mask":
         if layer is not None:
             raise ValueError("mask slots enter before layer 0: they take no layer")
-        return MaskDrafts.for_model(model, k=k)
-    if source == "exit":
-        return EarlyExitDrafts.for_model(model, layer=layer, k=k)
-    raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        return MaskDrafts.for_model(model, k=k, **adapters)
+    return EarlyExitDrafts.for_model(model, layer=layer, k=k)
 
 
 def trainable(predictor):
@@ -330,6 +357,17 @@ def trainable(predictor):
     if not isinstance(predictor, FuturePredictor):
         raise TypeError(f"predictor must be a FuturePredictor, MaskDrafts or EarlyExitDrafts, got {type(predictor).__name__}")
     return predictor
+
+
+def parameter_groups(module, config: TrainConfig) -> list[dict]:
+    """AdamW groups: the paper's map (``module.BASE_PARAMETERS``) at ``lr``, the rest at ``adapter_lr``."""
+    named = list(module.named_parameters())
+    base = [param for name, param in named if name in module.BASE_PARAMETERS]
+    new = [param for name, param in named if name not in module.BASE_PARAMETERS]
+    groups = [{"params": base, "lr": config.lr}]
+    if new:
+        groups.append({"params": new, "lr": config.lr if config.adapter_lr is None else config.adapter_lr})
+    return groups
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -391,7 +429,7 @@ def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int =
     with _FrozenModel(model):
         for begin in range(0, sequences.shape[0], batch_size):
             ids = sequences[begin : begin + batch_size].to(device)
-            teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.layer)
+            teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.input_layers)
             starts = sample_starts(ids.shape[1], predictor.k, None, None, device)
             student = student_logits(model, predictor, hidden_t, keys, values, starts)
             step_hits, step_rows = agreement(student, teacher, starts, predictor.k)
@@ -418,17 +456,20 @@ def save_checkpoint(config, predictor, optimizer, schedule, step: int, settings:
 def load_checkpoint(config, predictor, optimizer, schedule, settings: dict) -> int:
     """Restore a checkpoint written by a run with the same ``settings``; returns the step to continue from.
 
-    A checkpoint of another layer, ``k`` or model, or of a run with other settings, is refused by name.
+    A checkpoint of another layer, ``k``, map, adapters or model, or of a run with other settings, is
+    refused by name.
     """
     if not config.checkpoint_dir or not (Path(config.checkpoint_dir) / CHECKPOINT_STATE).is_file():
         raise FileNotFoundError(f"resume: no checkpoint in {config.checkpoint_dir!r}")
     path = Path(config.checkpoint_dir)
     saved = type(predictor).from_pretrained(path)
-    if (saved.layer, saved.k, saved.fingerprint) != (predictor.layer, predictor.k, predictor.fingerprint):
-        raise ValueError(f"resume: the checkpoint in {path} is for layer {saved.layer}, k {saved.k}, another model or setting")
+    saved_config, own = saved.config_dict(), predictor.config_dict()
+    differ = [f"{key} {saved_config.get(key)!r} (this run: {own.get(key)!r})" for key in own if saved_config.get(key) != own[key]]
+    if differ:
+        raise ValueError(f"resume: the checkpoint in {path} is of another source: {', '.join(differ)}")
     state = torch.load(path / CHECKPOINT_STATE, weights_only=False)
     check_settings(path, state.get("settings"), settings)
-    predictor.load_state_dict(saved.to(predictor.weight.device).state_dict())
+    predictor.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     return state["step"]

@@ -1,18 +1,40 @@
 """Test draft sources that control how much of each tree is accepted."""
 
+import copy
+
 import torch
 
+import specdec
 from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts
+from specdec.cache import TreeKVCache
+from specdec.decoding import ModelParts, forward_step, prefill
+from specdec.maps import MAP_CLASSES
+from specdec.tree import StepLayout, TreeShape
 
 
-def perturbed_predictor(model, layer: int, k: int, seed: int = 0) -> FuturePredictor:
-    """An identity-initialised predictor with small random perturbations (not a no-op map)."""
-    predictor = FuturePredictor.for_model(model, layer=layer, k=k)
+def perturbed_predictor(model, layer: int, k: int, seed: int = 0, map: str = "linear", **options) -> FuturePredictor:
+    """An identity-initialised predictor (``map`` kind, ``options`` of its ``for_model``) with small random
+    perturbations of every parameter (not a no-op map; a richer map's new terms not zero), adapters too."""
+    predictor = MAP_CLASSES[map].for_model(model, layer=layer, k=k, **options)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        predictor.weight.add_(0.05 * torch.randn(predictor.weight.shape, generator=gen).to(predictor.weight))
-        predictor.bias.add_(0.05 * torch.randn(predictor.bias.shape, generator=gen).to(predictor.bias))
-    return predictor
+        for name, param in predictor.named_parameters():
+            if not name.startswith("adapters."):
+                param.add_(0.05 * torch.randn(param.shape, generator=gen).to(param))
+    return perturbed_adapters(predictor, seed)
+
+
+def perturbed_adapters(module, seed: int = 0, scale: float = 0.5):
+    """``module`` with its adapters' ``B`` (zero-initialised) made random, so they change the pseudo
+    rows (a module without adapters is returned as it is)."""
+    if module.adapters is None:
+        return module
+    gen = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for name, param in module.adapters.named_parameters():
+            if name.endswith(".up"):
+                param.copy_(scale * torch.randn(param.shape, generator=gen) / param.shape[1] ** 0.5)
+    return module
 
 
 class ScrambledDrafts(ForcedDrafts):
@@ -46,12 +68,14 @@ def forced(predictor, sequence, vocab_size, correct=True) -> ForcedDrafts:
     return ForcedDrafts(FIRPDrafts(predictor), sequence, vocab_size, correct=correct)
 
 
-def perturbed_mask(model, k: int, seed: int = 0) -> MaskDrafts:
-    """Mask slots with random (not mean-embedding) vectors, so slots of different offsets differ."""
-    source = MaskDrafts.for_model(model, k=k)
+def perturbed_mask(model, k: int, seed: int = 0, **adapters) -> MaskDrafts:
+    """Mask slots with random (not mean-embedding) vectors, so slots of different offsets differ, and
+    random adapters if ``adapters`` (``adapter_rank``, ``adapter_layers``) asks for them."""
+    source = MaskDrafts.for_model(model, k=k, **adapters)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         source.module.embeddings.add_(torch.randn(source.module.embeddings.shape, generator=gen).to(source.module.embeddings))
+    perturbed_adapters(source.module, seed)
     return source
 
 
@@ -64,3 +88,24 @@ def perturbed_exit(model, layer: int, k: int, seed: int = 0, inner=None) -> Earl
         head.weight.add_(0.05 * torch.randn(head.weight.shape, generator=gen).to(head.weight))
         head.bias.add_(0.05 * torch.randn(head.bias.shape, generator=gen).to(head.bias))
     return source
+
+
+def without_adapters(source):
+    """The same source with its adapters removed."""
+    bare = copy.deepcopy(source)
+    (bare.predictor if isinstance(bare, FIRPDrafts) else bare.module).adapters = None
+    return bare
+
+
+def one_step(model, source, ids, n: int, shape: TreeShape):
+    """``forward_step`` of the root ``ids[n]`` and ``shape``'s nodes (random tokens) after a prefill of
+    ``ids[:n]``: final hidden states ``[S, d]``, the cache, the number of real rows, the LM head ``[V, d]``."""
+    parts = ModelParts.of(specdec.patch(model, source, backend="torch"))
+    layout = StepLayout.build(shape, source.k, torch.device("cpu"))
+    nodes = torch.randint(0, model.config.vocab_size, (shape.num_nodes,), generator=torch.Generator().manual_seed(n))
+    cache = TreeKVCache(len(parts.layers), 64)
+    with torch.no_grad():
+        prefill(parts, cache, ids[0, :n], "torch")
+        hidden, _ = forward_step(parts, source.prepared(model, "torch"), layout, cache, ids[0, n : n + 1], nodes, n, "torch")
+    specdec.unpatch(model)
+    return hidden, cache, layout.num_real, parts.lm_head

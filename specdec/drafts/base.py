@@ -1,5 +1,6 @@
 """The draft-source interface and what flows through it."""
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -48,6 +49,8 @@ class DraftSource:
     Attributes:
         k: pseudo rows per real row that carries them, and the depth of their ranking (0: none).
         layer: transfer layer after which pseudo rows are injected (-1: before layer 0), or None.
+        capture_layer: an earlier layer whose real-row output :meth:`inject` reads too (-1: the
+            embeddings), or None.
         exit_layer: layer after which the real rows' hidden states feed :meth:`exit_states`, or None.
         exit_depth: depths the early-exit ranking covers (0: none).
         chain_depth: the longest chain :meth:`propose` may return (0: none).
@@ -56,6 +59,7 @@ class DraftSource:
 
     k: int = 0
     layer: int | None = None
+    capture_layer: int | None = None
     exit_layer: int | None = None
     exit_depth: int = 0
     chain_depth: int = 0
@@ -74,8 +78,14 @@ class DraftSource:
         return self
 
     def inject(self, hidden, out) -> None:
-        """Write ``[B * k, d]`` pseudo rows into ``out`` from real rows ``hidden [B, d]``."""
+        """Write ``[B * k, d]`` pseudo rows into ``out`` from real rows ``hidden [B, d]`` (``[B, 2d]``
+        with a :attr:`capture_layer`: the states after :attr:`layer`, then those after it)."""
         raise NotImplementedError
+
+    def adapted(self, layers, num_real: int):
+        """A context inside which decoder ``layers`` run this source's pseudo rows (the rows after the
+        first ``num_real``) with its adapters, if it has any; real rows run the model unchanged."""
+        return contextlib.nullcontext()
 
     def exit_states(self, hidden):
         """``[exit_depth, d]`` states for the final norm and LM head from the accepted row's ``hidden [1, d]``
@@ -96,13 +106,16 @@ class WrappingSource(DraftSource):
     def __init__(self, inner: DraftSource):
         self.inner = inner
         self.k, self.layer, self.kind = inner.k, inner.layer, inner.kind
-        self.exit_layer, self.exit_depth = inner.exit_layer, inner.exit_depth
+        self.capture_layer, self.exit_layer, self.exit_depth = inner.capture_layer, inner.exit_layer, inner.exit_depth
 
     def check_model(self, model) -> None:
         self.inner.check_model(model)
 
     def inject(self, hidden, out) -> None:
         self.inner.inject(hidden, out)
+
+    def adapted(self, layers, num_real: int):
+        return self.inner.adapted(layers, num_real)
 
     def exit_states(self, hidden):
         return self.inner.exit_states(hidden)

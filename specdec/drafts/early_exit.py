@@ -57,7 +57,7 @@ class EarlyExitDrafts(DraftSource):
         self.module, self.inner = head, inner
         self.exit_layer, self.exit_depth = head.layer, head.k
         if inner is not None:
-            self.k, self.layer = inner.k, inner.layer
+            self.k, self.layer, self.capture_layer = inner.k, inner.layer, inner.capture_layer
 
     @classmethod
     def for_model(cls, model, layer: int | None = None, k: int = 1, inner: DraftSource | None = None) -> "EarlyExitDrafts":
@@ -87,6 +87,9 @@ class EarlyExitDrafts(DraftSource):
 
     def inject(self, hidden, out) -> None:
         self.inner.inject(hidden, out)
+
+    def adapted(self, layers, num_real: int):
+        return super().adapted(layers, num_real) if self.inner is None else self.inner.adapted(layers, num_real)
 
     def exit_states(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.module(hidden)[0]

@@ -1,6 +1,8 @@
-"""FIRP: a trained :class:`FuturePredictor` turns real rows into pseudo rows at the transfer layer."""
+"""FIRP: a trained :class:`FuturePredictor` (the paper's linear map or a richer one of
+:mod:`specdec.maps`, with or without pseudo-row adapters) turns real rows into pseudo rows at the
+transfer layer."""
 
-from .. import kernels
+from ..adapters import applied
 from ..predictor import FuturePredictor
 from .base import DraftSource, frozen_copy
 
@@ -13,6 +15,7 @@ class FIRPDrafts(DraftSource):
         self.backend = backend
         self.k = predictor.k
         self.layer = predictor.layer
+        self.capture_layer = predictor.earlier_layer
 
     def check_model(self, model) -> None:
         self.predictor.check_model(model)
@@ -21,4 +24,7 @@ class FIRPDrafts(DraftSource):
         return FIRPDrafts(frozen_copy(self.predictor, model), backend)
 
     def inject(self, hidden, out) -> None:
-        kernels.project_future(hidden, self.predictor.weight, self.predictor.bias, out=out, backend=self.backend)
+        self.predictor.project(hidden, out, self.backend)
+
+    def adapted(self, layers, num_real: int):
+        return applied(self.predictor, layers, num_real)

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..predictor import check_fingerprint, config_dict, is_int, model_fingerprint, read_config, read_weights, save
+from ..adapters import PseudoRowAdapters, adapters_for, applied
+from ..predictor import CONFIG_NAME, check_fingerprint, config_dict, is_int, load_state, model_fingerprint, read_config, save
 from .base import DraftSource, frozen_copy
 
 
@@ -27,13 +28,16 @@ class MaskSlots(nn.Module):
     Attributes:
         embeddings: ``[k, d]``, row ``i`` is the slot for offset ``i + 1``.
         fingerprint: the model config fields these slots were made for.
+        adapters: pseudo-row adapters (on any layers: the slots run through all), or None.
     """
 
     SOURCE = "mask"
+    BASE_PARAMETERS = ("embeddings",)
     refine = True
     layer = -1
+    input_layers = (-1,)
 
-    def __init__(self, hidden_size: int, k: int, fingerprint: dict):
+    def __init__(self, hidden_size: int, k: int, fingerprint: dict, adapters: PseudoRowAdapters | None = None):
         super().__init__()
         for name, value in (("k", k), ("hidden_size", hidden_size)):
             if not is_int(value) or value < 1:
@@ -41,16 +45,19 @@ class MaskSlots(nn.Module):
         self.k = k
         self.fingerprint = dict(fingerprint)
         self.embeddings = nn.Parameter(torch.zeros(k, hidden_size))
+        self.adapters = adapters
 
     @property
     def hidden_size(self) -> int:
         return self.embeddings.shape[-1]
 
     @classmethod
-    def for_model(cls, model, k: int = 3) -> "MaskSlots":
-        """Slots initialised to the mean input embedding (an "unknown token"), in the model's dtype."""
+    def for_model(cls, model, k: int = 3, *, adapter_rank: int = 0, adapter_layers=None) -> "MaskSlots":
+        """Slots initialised to the mean input embedding (an "unknown token"), in the model's dtype;
+        ``adapter_rank > 0`` adds pseudo-row adapters on ``adapter_layers`` (default: every layer)."""
         weight = model.get_input_embeddings().weight
-        slots = cls(model.config.hidden_size, k, model_fingerprint(model))
+        adapters = adapters_for(model, adapter_rank, adapter_layers, 0)
+        slots = cls(model.config.hidden_size, k, model_fingerprint(model), adapters)
         with torch.no_grad():
             slots.embeddings.copy_(weight.float().mean(0).expand(k, -1))
         return slots.to(device=weight.device, dtype=weight.dtype)
@@ -63,19 +70,22 @@ class MaskSlots(nn.Module):
         found = check_fingerprint(self.fingerprint, model, "mask-slot source")
         if self.hidden_size != found["hidden_size"]:
             raise ValueError(f"mask slots are {self.hidden_size} wide but the model's hidden size is {found['hidden_size']}")
+        if self.adapters is not None:
+            self.adapters.check_model(model)
+
+    def config_dict(self) -> dict:
+        adapters = None if self.adapters is None else self.adapters.config()
+        return config_dict(self.SOURCE, self.layer, self.k, self.hidden_size, self.fingerprint, adapters=adapters)
 
     def save_pretrained(self, path) -> None:
         """Write the slots (``predictor_config.json`` with ``"source": "mask"``, ``predictor.safetensors``) into ``path``."""
-        save(path, config_dict(self.SOURCE, self.layer, self.k, self.hidden_size, self.fingerprint), {"embeddings": self.embeddings})
+        save(path, self.config_dict(), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, path, device=None, dtype=None) -> "MaskSlots":
         config = read_config(Path(path), cls.SOURCE)
-        tensors = read_weights(Path(path), {"embeddings": (config["k"], config["hidden_size"])})
-        slots = cls(config["hidden_size"], config["k"], config["fingerprint"])
-        with torch.no_grad():
-            slots.embeddings.copy_(tensors["embeddings"])
-        return slots.to(device=device, dtype=dtype or tensors["embeddings"].dtype)
+        adapters = PseudoRowAdapters.from_config(config.get("adapters"), Path(path) / CONFIG_NAME)
+        return load_state(cls(config["hidden_size"], config["k"], config["fingerprint"], adapters), Path(path), device, dtype)
 
 
 class MaskDrafts(DraftSource):
@@ -95,9 +105,10 @@ class MaskDrafts(DraftSource):
         self.k = module.k
 
     @classmethod
-    def for_model(cls, model, k: int = 3) -> "MaskDrafts":
-        """Untrained slots for ``model`` (they decode exactly; training makes them accepted)."""
-        return cls(MaskSlots.for_model(model, k))
+    def for_model(cls, model, k: int = 3, *, adapter_rank: int = 0, adapter_layers=None) -> "MaskDrafts":
+        """Untrained slots for ``model`` (they decode exactly; training makes them accepted), with
+        pseudo-row adapters of rank ``adapter_rank`` on ``adapter_layers`` (default: every layer) if > 0."""
+        return cls(MaskSlots.for_model(model, k, adapter_rank=adapter_rank, adapter_layers=adapter_layers))
 
     def save_pretrained(self, path) -> None:
         self.module.save_pretrained(path)
@@ -115,3 +126,6 @@ class MaskDrafts(DraftSource):
 
     def inject(self, hidden, out) -> None:
         out.view(hidden.shape[0], self.k, -1).copy_(self.module.embeddings)
+
+    def adapted(self, layers, num_real: int):
+        return applied(self.module, layers, num_real)
