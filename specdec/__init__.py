@@ -1,7 +1,8 @@
 """specdec: lossless FIRP speculative decoding for Hugging Face Llama-style models.
 
     import specdec
-    pred = specdec.FuturePredictor.for_model(model, layer=1, k=3)
+    model, tokenizer, pred = specdec.load_demo("stdlib-9m")   # or your model and a trained predictor
+    input_ids = tokenizer("def read_config(path):", return_tensors="pt").input_ids
     specdec.patch(model, pred)
     model.generate(input_ids, max_new_tokens=64)   # same tokens as plain greedy
     print(specdec.stats(model))

@@ -63,7 +63,7 @@ class PatchState:
 @dataclass
 class Tuning:
     """What ``tree="auto"`` learns about a model, kept across ``generate`` and ``patch`` calls:
-    step-cost curves per (device, dtype), layout caches per (device, k), and a
+    step-cost curves per (device, dtype, greedy or sampling), layout caches per (device, k), and a
     :class:`~specdec.planner.DraftingMemory` per draft source and decoding regime."""
 
     costs: dict = field(default_factory=dict)
@@ -271,7 +271,7 @@ def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, r
     if state.shape is not None:
         return StaticPlanner(state.shape, source.k, device)
     tuning = _TUNING.setdefault(model, Tuning())
-    cost = tuning.costs.setdefault((device, dtype), StepCost())
+    cost = tuning.costs.setdefault((device, dtype, regime[0]), StepCost())  # a sampling step costs more than a greedy one
     layouts = tuning.layouts.setdefault((device, source.k), LayoutCache(source.k, device))
     memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
     num_layers = len(parts.layers)

@@ -19,10 +19,13 @@ draft nodes (tokens, parents) and the real rows that carry pseudo rows.
    pessimistically); ``rho`` = the tokens per second decoding currently achieves. Maximising
    ``E - rho * T`` at the achieved rate is how average-reward problems are solved; an empty tree
    without pseudo rows is one of the choices, so where drafts do not pay a step is a plain step.
-   Every path probability is scaled by the *realism*, accepted over expected drafts on recent
-   steps (at most 1): estimates that promise more than verification gives lose their say within a
-   few steps, whatever the reason (optimistic priors, a change of text, the planner picking the
-   estimates whose noise is highest);
+   Every node's conditional acceptance is scaled by its kind's *realism* (lookup chain, FIRP's
+   ranking, both, early exit, mask slots): accepted over expected on recent steps, at most 1.
+   Estimates that promise more than verification gives lose their say within a few steps,
+   whatever the reason (optimistic priors, a change of text, the planner picking the estimates
+   whose noise is highest), and one kind's failures do not silence another's. The realism's
+   evidence fades by :data:`REALISM_DECAY` a step, so drafts written off are tried again once it
+   is stale (every few dozen steps where they keep failing);
 3. every so often, when nothing new was tried for a while (no pseudo rows; for a source without
    pseudo rows, no drafts), verifies what the estimates favour at full realism (at most
    :data:`EXPLORE_NODES` nodes), with pseudo rows
@@ -54,8 +57,8 @@ RATE_DECAY = 0.95
 GAIN_DECAY = 0.9
 GAIN_PRIOR = 0.0  # pseudo rows are not assumed to pay: the first exploration measures what they add
 GAIN_PRIOR_WEIGHT = 1.0
-REALISM_DECAY = 0.9  # per step with drafts
-REALISM_PRIOR = 1.0  # pseudo-tokens, expected and accepted, that hold the realism at 1 at first
+REALISM_DECAY = 0.98  # per step: the realism's evidence covers the last few dozen steps
+REALISM_PRIOR = 1.0  # pseudo-nodes, expected and accepted, that hold a realism at 1 at first
 EXPLORE_FIRST, EXPLORE_MAX = 8, 256
 EXPLORE_NODES = 8  # an exploration step verifies at most this many of the best nodes
 FREE = frozenset({"exit"})  # ranked kinds that need no pseudo rows
@@ -71,7 +74,6 @@ class Plan:
         nodes: int64 ``[M]`` the same tokens on the device.
         keys: acceptance key of every node (``tree="auto"``), or None.
         segments: the step's ``(fraction of layers, rows)`` pairs (see :mod:`specdec.cost`).
-        expected: the drafted tokens the acceptance estimates expected the step to accept (``tree="auto"``).
     """
 
     layout: StepLayout
@@ -79,7 +81,6 @@ class Plan:
     nodes: torch.Tensor
     keys: list[tuple] | None = None
     segments: tuple = ((1.0, 1),)
-    expected: float = 0.0
 
 
 class LayoutCache:
@@ -156,8 +157,9 @@ class DraftingMemory:
             starting at :data:`GAIN_PRIOR` with the weight of :data:`GAIN_PRIOR_WEIGHT` measurements
             (``gain_weight``), so a first useful ranking counts at once.
         idle_steps: steps since a step last carried pseudo rows; explore_every: steps to wait before exploring.
-        expected, accepted: decaying sums, over steps with drafts, of the drafts the estimates expected
-            to be accepted and of those that were (their ratio is :attr:`realism`).
+        checked: per node kind, decaying sums ``[accepted, expected]`` over the nodes whose parent
+            the walk reached: how many were accepted, and how many the acceptance estimates expected
+            (see :meth:`realism`).
     """
 
     acceptance: AcceptanceModel = field(default_factory=AcceptanceModel)
@@ -167,16 +169,16 @@ class DraftingMemory:
     gain_weight: float = GAIN_PRIOR_WEIGHT
     idle_steps: int = 0
     explore_every: int = EXPLORE_FIRST
-    expected: float = 0.0
-    accepted: float = 0.0
+    checked: dict = field(default_factory=dict)
 
-    @property
-    def realism(self) -> float:
-        """Accepted over expected drafts on recent steps, at most 1: the factor by which the planner
-        scales every path probability. Per-key estimates start from priors and are read where they
-        look best (the planner picks the nodes whose estimates are highest, noise included), so they
-        can promise more than verification gives; this corrects for it within a few steps."""
-        return min(1.0, (self.accepted + REALISM_PRIOR) / (self.expected + REALISM_PRIOR))
+    def realism(self, kind: str) -> float:
+        """Accepted over expected nodes of ``kind`` on recent steps, at most 1: the factor by which
+        the planner scales their conditional acceptance. Per-key estimates start from priors and
+        are read where they look best (the planner picks the nodes whose estimates are highest,
+        noise included), so they can promise more than verification gives; this corrects for it
+        within a few steps."""
+        accepted, expected = self.checked.get(kind, (0.0, 0.0))
+        return min(1.0, (accepted + REALISM_PRIOR) / (expected + REALISM_PRIOR))
 
 
 @dataclass
@@ -228,13 +230,13 @@ class AutoPlanner:
         if memory.idle_steps >= memory.explore_every:
             # Try what the estimates themselves favour, with pseudo rows where the walk likely ends:
             # a predictor that became useful, or drafts the realism had written off, get noticed.
-            choice = self._select(nodes[:EXPLORE_NODES], realism=1.0)
+            nodes = self._expand(cands, realistic=False)
+            choice = self._select(nodes[:EXPLORE_NODES])
             owners = (self._likeliest_end(nodes[: choice.nodes]),) if self.k else ()
             memory.idle_steps = 0
             memory.explore_every = min(2 * memory.explore_every, EXPLORE_MAX)
         chosen = nodes[: choice.nodes]
         tokens = [node[2] for node in chosen]
-        expected = sum(node[0] for node in chosen)
         layout = self.layouts.get(tuple(node[1] for node in chosen), tuple(sorted(owners)))
         return Plan(
             layout,
@@ -242,21 +244,23 @@ class AutoPlanner:
             torch.tensor(tokens, dtype=torch.int64, device=self.device),
             [node[3] for node in chosen],
             self._segments(choice.nodes + 1, len(owners)),
-            expected,
         )
 
     def observe(self, plan: Plan, path: list[int]) -> None:
         """Acceptance of every node whose parent the walk reached (``path``: rows walked, root first)."""
         reached = set(path)
-        acceptance = self.memory.acceptance
+        memory = self.memory
+        acceptance = memory.acceptance
+        for sums in memory.checked.values():
+            sums[0] *= REALISM_DECAY
+            sums[1] *= REALISM_DECAY
         for row, (parent, key) in enumerate(zip(plan.layout.parents, plan.keys), start=1):
             if parent in reached:
+                sums = memory.checked.setdefault(key[0], [0.0, 0.0])
+                sums[0] += row in reached
+                sums[1] += acceptance.prob(key)  # what the estimate expected, before it learns from this
                 acceptance.observe(key, row in reached)
         acceptance.hot = len(path) > 1
-        if plan.tokens:
-            memory = self.memory
-            memory.expected = REALISM_DECAY * memory.expected + plan.expected
-            memory.accepted = REALISM_DECAY * memory.accepted + len(path) - 1
 
     def observe_seconds(self, plan: Plan, seconds: float, emitted: int) -> None:
         """A finished step: its wall time refines the cost curve and, with its tokens, the rate."""
@@ -271,22 +275,28 @@ class AutoPlanner:
             return ((1.0, real),)
         return ((1.0 - self.fraction, real), (self.fraction, real + owners * self.k))
 
-    def _expand(self, cands: Candidates, use: frozenset | None = None) -> list[tuple]:
+    def _expand(self, cands: Candidates, use: frozenset | None = None, realistic: bool = True) -> list[tuple]:
         """Candidate nodes best-first: ``(path probability, parent row, token, key)``, parents first.
 
         Ranked tokens count only if their kind is in ``use`` (None: all; :data:`FREE`: the early
-        exit's, which a step has whatever rows it carries).
+        exit's, which a step has whatever rows it carries). Conditional acceptances are scaled by
+        their kind's realism unless ``realistic`` is False (exploration).
         """
-        acceptance = self.memory.acceptance
+        memory = self.memory
+        acceptance = memory.acceptance
+
+        def prob(key: tuple) -> float:
+            return acceptance.prob(key) * (memory.realism(key[0]) if realistic else 1.0)
+
         by_depth = []  # per depth: token -> (conditional probability, key, draft probability)
         for depth, (tokens, logps) in enumerate(zip(cands.ranked, cands.logp), start=1):
             kinds = cands.kinds[depth - 1] if cands.kinds else ["firp"] * len(tokens)
             row = {}
             for token, logp, kind in zip(tokens, logps, kinds):
                 if token not in row and (use is None or kind in use):
-                    prob = math.exp(logp)
-                    key = acceptance.ranked_key(kind, depth, prob)
-                    row[token] = (acceptance.prob(key), key, prob)
+                    draft = math.exp(logp)
+                    key = acceptance.ranked_key(kind, depth, draft)
+                    row[token] = (prob(key), key, draft)
             by_depth.append(row)
         chain, ngram = cands.chain[: self.max_depth], cands.chain_ngram
         children: dict[tuple[int, bool], list[tuple]] = {}
@@ -305,8 +315,12 @@ class AutoPlanner:
                     key = acceptance.ranked_key("both", depth + 1, by_depth[depth][token][2])
                 else:
                     key = acceptance.chain_key(depth + 1, ngram)
-                found[token] = (acceptance.prob(key), token, key, True)
-            children[(depth, on_chain)] = result = list(found.values())
+                found[token] = (prob(key), token, key, True)
+            result = list(found.values())
+            total = sum(child[0] for child in result)
+            if total > 1:  # siblings carry different tokens: at most one of them is accepted
+                result = [(p / total, *rest) for p, *rest in result]
+            children[(depth, on_chain)] = result
             return result
 
         heap, order = [], 0
@@ -327,18 +341,16 @@ class AutoPlanner:
                     order += 1
         return nodes
 
-    def _select(self, nodes: list[tuple], realism: float | None = None) -> _Choice:
-        """The best prefix of ``nodes`` and pseudo-row owners by ``E + g * P(end on an owner) - rho * T``,
-        path probabilities scaled by ``realism`` (default: the memory's)."""
+    def _select(self, nodes: list[tuple]) -> _Choice:
+        """The best prefix of ``nodes`` and pseudo-row owners by ``E + g * P(end on an owner) - rho * T``."""
         rate, gain, cost = self.rate, self.memory.gain, self.cost
-        realism = self.memory.realism if realism is None else realism
         with_pseudo = self.k > 0 and gain > 0
         end = [1.0]  # probability that the walk ends on each real row
         expected = 1.0
         best = _Choice(expected - rate * cost(1), 0, ())
         for n in range(len(nodes) + 1):
             if n:
-                prob, parent = realism * nodes[n - 1][0], nodes[n - 1][1]
+                prob, parent = nodes[n - 1][0], nodes[n - 1][1]
                 expected += prob
                 end[parent] -= prob
                 end.append(prob)

@@ -26,7 +26,7 @@ def pin_cost(model, seconds_per_row: float, base: float = 1e-3) -> None:
     """Give ``model`` a step-cost curve ``base + seconds_per_row * rows`` instead of a measured one."""
     param = model.get_input_embeddings().weight
     cost = StepCost.measured(lambda rows: base + seconds_per_row * rows)
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype)] = cost
+    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, "greedy")] = cost
 
 
 @pytest.mark.parametrize("arch", ARCHS)

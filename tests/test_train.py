@@ -170,4 +170,5 @@ def test_cli_train_sweeps_layers_and_saves_the_best(tmp_path, capsys):
     assert report["layer"] in (0, 2) and len(report["top1"]) == 2
     assert [row["layer"] for row in report["sweep"]] == [0, 2] and all(row["tau"] >= 1 for row in report["sweep"])
     assert specdec.FuturePredictor.from_pretrained(out).k == 2
-    assert cli_main(["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    missing = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")]
+    assert cli_main(missing) == 2 and "nowhere" in capsys.readouterr().err  # missing data, not the occupied --out

@@ -1,0 +1,146 @@
+"""FIRP's map variants and pseudo-row adapters at the same training budget, scored on the same text.
+
+    python -m bench.train_variants --model smollm2-135m --steps 200
+    python -m bench.train_variants --model stdlib-9m --steps 600 --variants linear,mlp,adapters16
+
+Each variant (:data:`VARIANTS`) starts untrained (every richer map starts as the identity map it
+extends, adapters as zero updates) and is trained with the same :class:`~specdec.train.TrainConfig`
+(steps, batch, sequence length, sampled positions, learning rates, seed) on the same data as
+:mod:`bench.train_seeds` (the standard-library files for ``stdlib-9m``, the self-distilled chat
+responses for ``smollm2-135m``), at the bundled predictor's transfer layer and ``k``. Held-out
+top-1/top-5 per offset (agreement with the model's greedy token) is recorded every
+``--eval-every`` steps (the accuracy-vs-tokens curve) and at the end, with the training seconds
+per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{name}`` (``bench.e2e
+--predictor`` decodes with them), checkpoints under ``--work``; a finished variant is not trained
+again. Results: ``bench/results/variants-train-{model}.json`` and ``.png``.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import RESULTS, cpu_model, environment  # noqa: E402
+from bench.train_seeds import data  # noqa: E402
+from specdec import load_demo  # noqa: E402
+from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, new_source, read_curve, train_predictor  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+VARIANTS_DIR = Path(__file__).resolve().parent / "variants"
+# name -> (source, new_source options); ``{layer}`` in a layer option is the transfer layer.
+VARIANTS = {
+    "linear": ("firp", {}),
+    "mlp": ("firp", {"map": "mlp"}),
+    "multi": ("firp", {"map": "multi", "earlier_layer": "half"}),
+    "adapters16": ("firp", {"adapter_rank": 16}),
+    "mlp+adapters16": ("firp", {"map": "mlp", "adapter_rank": 16}),
+    "mask+adapters16": ("mask", {"adapter_rank": 16}),
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("stdlib-9m", "smollm2-135m"), default="smollm2-135m")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    p.add_argument("--work", type=Path, default=Path("runs/variants"))
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--positions", type=int, default=32, help="positions sampled per sequence")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--adapter-lr", type=float, default=1e-3, help="learning rate of the parameters the linear map lacks")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-sequences", type=int, default=24)
+    p.add_argument("--bf16", action="store_true")
+    args = p.parse_args()
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def build(model, name: str, layer: int, k: int):
+    """The untrained variant ``name`` at transfer layer ``layer`` (the earlier layer of ``multi``: half of it)."""
+    source, options = VARIANTS[name]
+    options = {key: (layer // 2 if value == "half" else value) for key, value in options.items()}
+    return new_source(model, source, None if source == "mask" else layer, k, **options)
+
+
+def train_one(args, model, train, held, name: str, layer: int, k: int) -> dict:
+    saved = VARIANTS_DIR / args.model / name
+    result_file = saved / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    folder = args.work / args.model / name
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, positions=args.positions, lr=args.lr,
+        adapter_lr=args.adapter_lr, warmup=min(30, args.steps // 5), checkpoint_dir=str(folder),
+        checkpoint_every=max(10, args.steps // 6), resume=(folder / CHECKPOINT_STATE).is_file(), bf16=args.bf16,
+        eval_every=args.eval_every,
+    )
+    start = time.perf_counter()
+    trained = train_predictor(model, train, predictor=build(model, name, layer, k), config=config, eval_data=held)
+    seconds = time.perf_counter() - start
+    scores = evaluate_predictor(model, trained, held, seq_len=args.seq_len)
+    getattr(trained, "module", trained).half().save_pretrained(saved)
+    result = {"name": name, "top1": scores["top1"], "top5": scores["top5"], "kl": scores["kl"],
+              "seconds_per_step": seconds / args.steps, "resumed": config.resume,
+              "curve": read_curve(folder), "parameters": sum(p.numel() for p in getattr(trained, "module", trained).parameters())}
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({key: value for key, value in result.items() if key != "curve"}), flush=True)
+    return result
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """Held-out top-1 at offsets 1 and 2 against training tokens, one line per variant."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    for offset, ax in enumerate(axes):
+        for result in results:
+            points = [(entry["tokens"], entry["top1"][offset]) for entry in result["curve"]]
+            if points:
+                ax.plot(*zip(*points), marker="o", ms=3, label=result["name"])
+        ax.set_title(f"offset {offset + 1}: held-out top-1", fontsize=10)
+        ax.set_xlabel("training tokens (teacher passes)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(0)
+    model, tokenizer, bundled = load_demo(args.model)
+    train, held = data(args, model, tokenizer)
+    print(f"{train.shape[0]} training and {held.shape[0]} held-out sequences of {args.seq_len} tokens")
+    results = [train_one(args, model, train, held, name, bundled.layer, bundled.k) for name in args.variants.split(",")]
+    shipped = evaluate_predictor(model, bundled, held, seq_len=args.seq_len)
+    report = {
+        "model": args.model, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
+        "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
+                   "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
+                   "held_out_sequences": held.shape[0]},
+        "results": results,
+        "shipped_predictor": {"top1": shipped["top1"], "top5": shipped["top5"], "kl": shipped["kl"]},
+        "environment": environment(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"variants-train-{args.model}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"),
+         f"{args.model}: FIRP map variants and adapters, {args.steps} steps of {args.batch_size} x {args.seq_len} tokens "
+         f"({args.positions} positions each), layer {bundled.layer}, k={bundled.k}")
+    print(f"wrote {out} and .png")
+
+
+if __name__ == "__main__":
+    main()
