@@ -4,6 +4,7 @@
     python -m bench.e2e --model stdlib-9m                 # the 9M stdlib model (code only)
     python -m bench.e2e --model DIR --predictor DIR       # any local checkpoint and its predictor
     python -m bench.e2e --draft-model DIR                 # also HF assisted generation with a draft model
+    python -m bench.e2e --variants                        # FIRP's map variants (bench.train_variants) vs the bundled maps
     python -m bench.e2e --step-timing                     # one speculative step vs one plain step, by tree size
     python -m bench.e2e --step-timing --shape llama-2-7b  # the same on a Llama-2-7B-shaped random model (GPU)
 
@@ -276,6 +277,8 @@ def main() -> None:
     parser.add_argument("--prefix", type=int, default=512, help="--step-timing cached prefix length")
     parser.add_argument("--seeds", action="store_true",
                         help="compare the seed methods' sources trained by bench.train_seeds (FIRP, mask slots, early exit) instead")
+    parser.add_argument("--variants", action="store_true",
+                        help="compare FIRP's map variants trained by bench.train_variants with the bundled predictor instead")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -296,6 +299,11 @@ def main() -> None:
 
         seeds = load_seeds(tag, args.device, getattr(torch, args.dtype))
         table, parts = seed_methods(args, model, predictor, seeds)
+    if args.variants:
+        from bench.variant_compare import load_variants, variant_methods
+
+        table = variant_methods(args, model, predictor, load_variants(tag, args.device, getattr(torch, args.dtype)))
+    kind = "seeds-" if args.seeds else "variants-" if args.variants else ""
     for name in classes:
         print(f"== {name} prompts ==")
         class_args = argparse.Namespace(**vars(args))
@@ -303,7 +311,7 @@ def main() -> None:
             class_args.new_tokens = min(args.new_tokens, SHORT_NEW_TOKENS)
         prompts = class_prompts(name, tokenizer, args.prompts, class_args.new_tokens, args.device)
         rows, summary = run_generation(class_args, model, predictor, prompts, table)
-        stem = args.out / f"e2e-{'seeds-' if args.seeds else ''}{tag}-{name}-{device_kind}"
+        stem = args.out / f"e2e-{kind}{tag}-{name}-{device_kind}"
         write_csv(stem.with_suffix(".csv"), rows)
         stem.with_suffix(".json").write_text(json.dumps({**meta, "prompt_class": name, "summary": summary}, indent=2) + "\n")
         cpu_note = "" if device_kind != "cpu" else f", {device_name}, {torch.get_num_threads()} threads"
@@ -315,9 +323,10 @@ def main() -> None:
             print(f"\n{name} prompts\n{seeds_table(summary, parts, seeds)}")
             print(f"wrote {stem}.csv, .json, .png")
             continue
-        plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
+        if not args.variants:
+            plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
         print(f"\n{name} prompts\n{markdown_table(summary)}")
-        print(f"wrote {stem}.csv, .json, .png, -auto.png")
+        print(f"wrote {stem}.csv, .json, .png" + ("" if args.variants else ", -auto.png"))
 
 
 def markdown_table(summary: list[dict]) -> str:

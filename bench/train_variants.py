@@ -3,8 +3,12 @@
     python -m bench.train_variants --model smollm2-135m --steps 200
     python -m bench.train_variants --model stdlib-9m --steps 600 --variants linear,mlp,adapters16
 
-Each variant (:data:`VARIANTS`) starts untrained (every richer map starts as the identity map it
-extends, adapters as zero updates) and is trained with the same :class:`~specdec.train.TrainConfig`
+Each FIRP variant (:data:`VARIANTS`) starts from the bundled predictor's trained linear maps
+(``--init shipped``, the default: what the extra capacity adds to the same maps trained further on
+the same data) or from the identity maps (``--init scratch``); its new parts start as no-ops
+(the MLP's output and the earlier layer's weight at zero, adapters as zero updates), so every
+variant starts as the same map. Mask slots always start from scratch. Each is trained with the
+same :class:`~specdec.train.TrainConfig`
 (steps, batch, sequence length, sampled positions, learning rates, seed) on the same data as
 :mod:`bench.train_seeds` (the standard-library files for ``stdlib-9m``, the self-distilled chat
 responses for ``smollm2-135m``), at the bundled predictor's transfer layer and ``k``. Held-out
@@ -54,7 +58,8 @@ def parse_args():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--positions", type=int, default=32, help="positions sampled per sequence")
+    p.add_argument("--positions", default="all", help="positions sampled per sequence, or 'all'")
+    p.add_argument("--init", choices=("shipped", "scratch"), default="shipped", help="FIRP variants' linear maps")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--adapter-lr", type=float, default=1e-3, help="learning rate of the parameters the linear map lacks")
     p.add_argument("--eval-every", type=int, default=50)
@@ -67,14 +72,21 @@ def parse_args():
     return args
 
 
-def build(model, name: str, layer: int, k: int):
-    """The untrained variant ``name`` at transfer layer ``layer`` (the earlier layer of ``multi``: half of it)."""
+def build(model, name: str, bundled, init: str):
+    """Variant ``name`` at the bundled predictor's transfer layer and ``k`` (the earlier layer of
+    ``multi``: half of it), its linear maps copied from ``bundled`` when ``init`` is ``"shipped"``."""
     source, options = VARIANTS[name]
+    layer = bundled.layer
     options = {key: (layer // 2 if value == "half" else value) for key, value in options.items()}
-    return new_source(model, source, None if source == "mask" else layer, k, **options)
+    variant = new_source(model, source, None if source == "mask" else layer, bundled.k, **options)
+    if source == "firp" and init == "shipped":
+        with torch.no_grad():
+            for param in bundled.BASE_PARAMETERS:
+                getattr(variant, param).copy_(getattr(bundled, param))
+    return variant
 
 
-def train_one(args, model, train, held, name: str, layer: int, k: int) -> dict:
+def train_one(args, model, train, held, name: str, bundled) -> dict:
     saved = VARIANTS_DIR / args.model / name
     result_file = saved / "result.json"
     if result_file.is_file():
@@ -87,7 +99,7 @@ def train_one(args, model, train, held, name: str, layer: int, k: int) -> dict:
         eval_every=args.eval_every,
     )
     start = time.perf_counter()
-    trained = train_predictor(model, train, predictor=build(model, name, layer, k), config=config, eval_data=held)
+    trained = train_predictor(model, train, predictor=build(model, name, bundled, args.init), config=config, eval_data=held)
     seconds = time.perf_counter() - start
     scores = evaluate_predictor(model, trained, held, seq_len=args.seq_len)
     getattr(trained, "module", trained).half().save_pretrained(saved)
@@ -122,10 +134,12 @@ def main():
     model, tokenizer, bundled = load_demo(args.model)
     train, held = data(args, model, tokenizer)
     print(f"{train.shape[0]} training and {held.shape[0]} held-out sequences of {args.seq_len} tokens")
-    results = [train_one(args, model, train, held, name, bundled.layer, bundled.k) for name in args.variants.split(",")]
+    args.positions = None if args.positions == "all" else int(args.positions)
+    results = [train_one(args, model, train, held, name, bundled) for name in args.variants.split(",")]
     shipped = evaluate_predictor(model, bundled, held, seq_len=args.seq_len)
     report = {
         "model": args.model, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
+        "init": args.init,
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
                    "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
                    "held_out_sequences": held.shape[0]},
@@ -137,8 +151,8 @@ def main():
     out = RESULTS / f"variants-train-{args.model}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(results, out.with_suffix(".png"),
-         f"{args.model}: FIRP map variants and adapters, {args.steps} steps of {args.batch_size} x {args.seq_len} tokens "
-         f"({args.positions} positions each), layer {bundled.layer}, k={bundled.k}")
+         f"{args.model}: FIRP map variants and adapters from the {args.init} maps, {args.steps} steps of "
+         f"{args.batch_size} x {args.seq_len} tokens ({args.positions or 'all'} positions), layer {bundled.layer}, k={bundled.k}")
     print(f"wrote {out} and .png")
 
 

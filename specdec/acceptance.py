@@ -68,6 +68,13 @@ class AcceptanceModel:
             return prior
         return (counts[0] + PRIOR_WEIGHT * prior) / (counts[0] + counts[1] + PRIOR_WEIGHT)
 
+    def fade(self, factor: float) -> None:
+        """Weigh every observation so far ``factor`` times as much (a new text begins)."""
+        for table in (self.counts, self.calibration):
+            for sums in table.values():
+                sums[0] *= factor
+                sums[1] *= factor
+
     def observe(self, key: tuple, accepted: bool) -> None:
         """Record that a node with ``key`` whose parent was reached was (or was not) accepted."""
         counts = self.counts.setdefault((*key, self.hot), [0.0, 0.0])

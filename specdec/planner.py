@@ -58,6 +58,7 @@ GAIN_DECAY = 0.9
 GAIN_PRIOR = 0.0  # pseudo rows are not assumed to pay: the first exploration measures what they add
 GAIN_PRIOR_WEIGHT = 1.0
 REALISM_DECAY = 0.98  # per step: the realism's evidence covers the last few dozen steps
+CALL_FADE = 0.5  # weight of earlier calls' acceptance evidence when a new call starts
 REALISM_PRIOR = 1.0  # pseudo-nodes, expected and accepted, that hold a realism at 1 at first
 EXPLORE_FIRST, EXPLORE_MAX = 8, 256
 EXPLORE_NODES = 8  # an exploration step verifies at most this many of the best nodes
@@ -171,6 +172,14 @@ class DraftingMemory:
     explore_every: int = EXPLORE_FIRST
     checked: dict = field(default_factory=dict)
 
+    def begin_call(self) -> None:
+        """A ``generate`` call starts, usually on another text: what earlier calls saw keeps
+        :data:`CALL_FADE` of its weight, so this text's own evidence soon dominates."""
+        self.acceptance.fade(CALL_FADE)
+        for sums in self.checked.values():
+            sums[0] *= CALL_FADE
+            sums[1] *= CALL_FADE
+
     def realism(self, kind: str) -> float:
         """Accepted over expected nodes of ``kind`` on recent steps, at most 1: the factor by which
         the planner scales their conditional acceptance. Per-key estimates start from priors and
@@ -203,6 +212,7 @@ class AutoPlanner:
         self.memory, self.cost, self.layouts = memory, cost, layouts
         self.top_k = AUTO_TOP_K
         self.device = layouts.device
+        memory.begin_call()
         self._plain = Plan(layouts.get((), ()), [], torch.empty(0, dtype=torch.int64, device=self.device), [])
 
     @property
