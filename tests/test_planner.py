@@ -206,3 +206,18 @@ def test_early_exit_ranking_is_drafted_without_pseudo_rows_and_does_not_count_as
         p = planner(curve(0.01), gain=0.0)
         p.plan(cands)
         assert (p.memory.gain > 0) == gains
+
+
+def test_a_new_call_halves_what_earlier_calls_saw():
+    """Each generate call builds its planner; earlier texts' evidence then counts half, so the new
+    text's own outcomes soon dominate (chat-learned lookup estimates must not keep code chains short)."""
+    p = planner(curve(0.0))
+    key = AcceptanceModel.chain_key(1, 3)
+    for _ in range(10):
+        p.memory.acceptance.observe(key, False)
+    p.observe(p.plan(ranking([[0.9]])), [0])
+    counts = list(p.memory.acceptance.counts[(*key, False)])
+    checked = list(p.memory.checked["firp"])
+    AutoPlanner(3, 0.5, 8, p.memory, p.cost, p.layouts)  # the next call's planner
+    assert p.memory.acceptance.counts[(*key, False)] == pytest.approx([c / 2 for c in counts])
+    assert p.memory.checked["firp"] == pytest.approx([c / 2 for c in checked])
