@@ -17,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import matplotlib
@@ -91,10 +92,10 @@ def plot(rows: list[dict], path, title: str) -> None:
     ax.axhline(0.95, color="#c44e52", lw=0.8, ls="--", label="target 0.95x")
     ax.set_xlabel("fresh process")
     ax.set_ylabel("first patched call / plain (speedup)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
