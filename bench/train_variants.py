@@ -98,13 +98,14 @@ def train_one(args, model, train, held, name: str, bundled) -> dict:
         checkpoint_every=max(10, args.steps // 6), resume=(folder / CHECKPOINT_STATE).is_file(), bf16=args.bf16,
         eval_every=args.eval_every,
     )
+    done = torch.load(folder / CHECKPOINT_STATE, weights_only=False)["step"] if config.resume else 0
     start = time.perf_counter()
     trained = train_predictor(model, train, predictor=build(model, name, bundled, args.init), config=config, eval_data=held)
     seconds = time.perf_counter() - start
     scores = evaluate_predictor(model, trained, held, seq_len=args.seq_len)
     getattr(trained, "module", trained).half().save_pretrained(saved)
     result = {"name": name, "top1": scores["top1"], "top5": scores["top5"], "kl": scores["kl"],
-              "seconds_per_step": seconds / args.steps, "resumed": config.resume,
+              "seconds_per_step": seconds / max(1, args.steps - done), "resumed_at": done,
               "curve": read_curve(folder), "parameters": sum(p.numel() for p in getattr(trained, "module", trained).parameters())}
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({key: value for key, value in result.items() if key != "curve"}), flush=True)

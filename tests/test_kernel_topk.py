@@ -84,6 +84,50 @@ def test_ties_rank_lowest_index_first(request, dtype):
     assert torch.equal(ids[:, 0], plain.argmax(dim=1))
 
 
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("rows,d,vocab,subset,k", [(1, 48, 517, 131, 4), (9, 80, 3001, 1000, 7)])
+def test_draft_vocabulary_subset(request, dtype, rows, d, vocab, subset, k):
+    """A row subset of the LM head ranks as the full head restricted to those tokens, ids mapped back."""
+    gen = case_generator(request)
+    hidden = torch.randn(rows, d, generator=gen).to(DEVICE, dtype)
+    weight = (torch.randn(vocab, d, generator=gen) / d**0.5).to(DEVICE, dtype)
+    token_ids = torch.randperm(vocab, generator=gen)[:subset].sort().values.to(DEVICE)
+    rows_of = weight.index_select(0, token_ids)
+    ids, values, lse = lm_head_topk(hidden, rows_of, k, token_ids=token_ids, block_vocab=64)
+    ref_ids, ref_values, ref_lse = reference.lm_head_topk(hidden, rows_of, k, token_ids=token_ids)
+    assert_close(values, ref_values, dtype)
+    assert_close(lse, ref_lse, dtype)
+    assert torch.isin(ids, token_ids).all() and torch.isin(ref_ids, token_ids).all()
+    full = F.linear(hidden, weight).float()
+    assert_close(full.gather(1, ids), ref_values, dtype)  # the logits reported are the full head's
+    local_ids, _, _ = lm_head_topk(hidden, rows_of, k, block_vocab=64)
+    assert torch.equal(ids, token_ids[local_ids])
+
+
+def test_draft_vocabulary_ties_keep_lowest_token_id(request):
+    """Exact ties inside the subset rank by token id, as in the full head."""
+    gen = case_generator(request)
+    hidden = torch.randint(-1, 2, (4, 16), generator=gen).to(DEVICE)
+    weight = torch.randint(-1, 2, (300, 16), generator=gen).to(DEVICE).float()
+    token_ids = torch.arange(3, 300, 2, device=DEVICE)
+    for impl in (lm_head_topk, reference.lm_head_topk):
+        ids, values, _ = impl(hidden.float(), weight[token_ids], 6, token_ids=token_ids)
+        full = F.linear(hidden.float(), weight)[:, token_ids]
+        expected = token_ids[torch.stack([row.argsort(descending=True, stable=True)[:6] for row in full])]
+        assert torch.equal(ids, expected), impl.__module__
+
+
+@pytest.mark.parametrize("token_ids,message", [
+    (torch.arange(9), "token_ids must be int64 \\[10\\]"),
+    (torch.arange(10, dtype=torch.int32), "token_ids must be int64"),
+    ([0, 1], "token_ids must be int64"),
+])
+def test_rejects_bad_token_ids(token_ids, message):
+    for impl in (lm_head_topk, reference.lm_head_topk):
+        with pytest.raises(ValueError, match=message):
+            impl(torch.zeros(2, 16, device=DEVICE), torch.zeros(10, 16, device=DEVICE), 2, token_ids=token_ids)
+
+
 def test_negative_logits_never_pick_padding_columns(request):
     """With every logit negative, the zero-filled columns past V must never enter the top k."""
     gen = case_generator(request)
@@ -139,8 +183,15 @@ HOPPER_CASES = {
         "specdec.kernels.topk",
         "_topk_reduce_kernel",
         "fp32",
-        dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192, BLOCK_K=8),
-        {**PARTS, "ids_ptr": "*i64"},
+        dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192, BLOCK_K=8, HAS_IDS=False),
+        {**PARTS, "token_ids_ptr": "*i64", "ids_ptr": "*i64"},
+    ),
+    "reduce-draft-vocabulary": (
+        "specdec.kernels.topk",
+        "_topk_reduce_kernel",
+        "fp32",
+        dict(BLOCK_ROWS=1, BLOCK_SPLITS=512, BLOCK_CANDS=4096, BLOCK_K=8, HAS_IDS=True),
+        {**PARTS, "token_ids_ptr": "*i64", "ids_ptr": "*i64"},
     ),
 }
 

@@ -70,10 +70,10 @@ def lm_head_argmax(hidden, weight, *, backend: str = "auto"):
     return impl.lm_head_argmax(hidden, weight)
 
 
-def lm_head_topk(hidden, weight, k: int, *, backend: str = "auto"):
+def lm_head_topk(hidden, weight, k: int, *, token_ids=None, backend: str = "auto"):
     """See :func:`specdec.kernels.reference.lm_head_topk`."""
     impl = _triton("topk") if uses_triton(backend, hidden) else reference
-    return impl.lm_head_topk(hidden, weight, k)
+    return impl.lm_head_topk(hidden, weight, k, token_ids=token_ids)
 
 
 def lm_head_sample(hidden, weight, seed: int, offsets, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, backend: str = "auto"):

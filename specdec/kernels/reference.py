@@ -134,7 +134,21 @@ def lm_head_argmax(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Te
     return ids, logits.gather(1, ids[:, None]).squeeze(1)
 
 
-def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_token_ids(token_ids, weight: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``token_ids`` is None or int64 ``[weight rows]`` on ``weight``'s device.
+
+    Ascending order (which the tie rule needs) is the caller's to keep: checking it here would cost a
+    device sync per call (:class:`specdec.draft_vocab.DraftVocabulary` checks it once)."""
+    if token_ids is None:
+        return
+    if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.int64 or token_ids.shape != weight.shape[:1]:
+        got = f"{tuple(token_ids.shape)} {token_ids.dtype}" if isinstance(token_ids, torch.Tensor) else type(token_ids).__name__
+        raise ValueError(f"lm_head_topk: token_ids must be int64 [{weight.shape[0]}] (one id per weight row), got {got}")
+    if token_ids.device != weight.device:
+        raise ValueError(f"lm_head_topk: token_ids is on {token_ids.device} but the weight is on {weight.device}")
+
+
+def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int, *, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` largest logits of each row and the row's log-sum-exp.
 
     Logits are rounded to ``hidden.dtype`` (as a plain ``lm_head``), ranked in descending order
@@ -142,12 +156,16 @@ def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[to
 
     Args:
         hidden: ``[N, d]`` final-normed hidden states.
-        weight: ``[V, d]`` LM head.
+        weight: ``[V, d]`` LM head, or ``[V', d]`` rows ``token_ids`` of it (a draft vocabulary).
         k: candidates per row, ``1 <= k <= V``.
+        token_ids: None, or int64 ``[V']`` ascending vocabulary ids of ``weight``'s rows: the ids
+            returned are ``token_ids[row]`` (ties still go to the lowest id) and ``lse`` is the
+            log-sum-exp over the subset.
 
     Returns:
         ``(ids, logits, lse)``: int64 ``[N, k]``, float32 ``[N, k]`` and float32 ``[N]``.
     """
+    check_token_ids(token_ids, weight)
     logits = F.linear(hidden, weight).float()
     values, ids = logits.topk(k, dim=-1)
     # topk orders equal values arbitrarily: re-rank by (value desc, index asc).
@@ -161,6 +179,8 @@ def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int) -> tuple[to
         chosen = (logits[row] >= values[row, -1]).nonzero().view(-1)  # ascending indices
         ranked = chosen[logits[row, chosen].argsort(descending=True, stable=True)][:k]
         ids[row], values[row] = ranked, logits[row, ranked]
+    if token_ids is not None:
+        ids = token_ids[ids]
     return ids, values, torch.logsumexp(logits, dim=-1)
 
 

@@ -44,6 +44,7 @@ import triton.language as tl
 from . import argmax as _argmax
 from .argmax import NUM_STAGES, NUM_WARPS, _rounded_logits, check_lm_head_inputs, default_blocks, split_vocab
 from .launch import pick_block, row_major
+from .reference import check_token_ids
 
 MAX_K = 64
 
@@ -161,6 +162,7 @@ def _topk_reduce_kernel(
     part_idx_ptr,
     part_max_ptr,
     part_sum_ptr,
+    token_ids_ptr,
     ids_ptr,
     val_ptr,
     lse_ptr,
@@ -171,8 +173,12 @@ def _topk_reduce_kernel(
     BLOCK_SPLITS: tl.constexpr,
     BLOCK_CANDS: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    HAS_IDS: tl.constexpr,
 ):
-    """Phase 2: per row, the ``K`` best of ``splits * K`` candidates in rank order, and the log-sum-exp."""
+    """Phase 2: per row, the ``K`` best of ``splits * K`` candidates in rank order, and the log-sum-exp.
+
+    With ``HAS_IDS`` the weight is a row subset of the LM head and a candidate's weight row ``j``
+    is reported as token ``token_ids[j]``."""
     offs_rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     mask_rows = offs_rows < rows
     offs_splits = tl.arange(0, BLOCK_SPLITS)
@@ -189,7 +195,10 @@ def _topk_reduce_kernel(
     )
     out = offs_rows[:, None] * K + tl.arange(0, BLOCK_K)[None, :]
     mask = mask_rows[:, None] & (tl.arange(0, BLOCK_K) < K)[None, :]
-    tl.store(ids_ptr + out, ranked_idx.to(tl.int64), mask=mask)
+    ranked_idx = ranked_idx.to(tl.int64)
+    if HAS_IDS:
+        ranked_idx = tl.load(token_ids_ptr + ranked_idx, mask=mask, other=0)
+    tl.store(ids_ptr + out, ranked_idx, mask=mask)
     tl.store(val_ptr + out, ranked_val, mask=mask)
 
 
@@ -198,6 +207,7 @@ def lm_head_topk(
     weight: torch.Tensor,
     k: int,
     *,
+    token_ids: torch.Tensor | None = None,
     block_rows: int | None = None,
     block_vocab: int | None = None,
     block_hidden: int | None = None,
@@ -209,8 +219,10 @@ def lm_head_topk(
 
     Args:
         hidden: ``[N, d]`` fp32/fp16/bf16 final-normed hidden states, any strides.
-        weight: ``[V, d]`` LM head of the same dtype.
+        weight: ``[V, d]`` LM head of the same dtype, or ``[V', d]`` rows ``token_ids`` of it.
         k: candidates per row, ``1 <= k <= min(V, MAX_K)``.
+        token_ids: None, or int64 ``[V']`` ascending vocabulary ids of ``weight``'s rows (a draft
+            vocabulary): the ids returned are ``token_ids[row]`` and ``lse`` is over the subset.
         block_rows, block_vocab, block_hidden: tile sizes (powers of two >= 16); None picks
             :func:`~specdec.kernels.argmax.default_blocks`.
 
@@ -219,6 +231,7 @@ def lm_head_topk(
         ``[N]`` (log-sum-exp of the row's rounded logits); ``logits - lse[:, None]`` are log-probabilities.
     """
     check_lm_head_inputs("lm_head_topk", hidden, weight)
+    check_token_ids(token_ids, weight)
     rows, d = hidden.shape
     vocab = weight.shape[0]
     check_top_k(k, vocab)
@@ -256,6 +269,7 @@ def lm_head_topk(
         run.part_idx,
         run.part_max,
         run.part_sum,
+        ids if token_ids is None else token_ids,  # a placeholder pointer when not read
         ids,
         values,
         lse,
@@ -266,6 +280,7 @@ def lm_head_topk(
         BLOCK_SPLITS=triton.next_power_of_2(run.splits),
         BLOCK_CANDS=run.block_cands,
         BLOCK_K=run.block_k,
+        HAS_IDS=token_ids is not None,
     )
     return ids, values, lse
 
