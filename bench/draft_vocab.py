@@ -7,10 +7,11 @@ Pseudo rows could be ranked over the most frequent tokens of the distillation da
 (``lm_head_topk(..., token_ids=...)``), real rows keeping the whole vocabulary. Two questions decide
 whether that pays in specdec's one-pass step, where real and pseudo rows share one LM-head pass:
 
-* **Coverage**: the fraction of held-out model output tokens
-  (``bench/prompts/eval-chat-smollm2.jsonl``) inside the ``N`` most frequent tokens of the
-  distillation data (``bench/prompts/distill-smollm2.jsonl``). A draft outside the subset cannot be
-  proposed, so ``1 - coverage`` bounds the top-1 accuracy lost.
+* **Coverage and hit rate**, on the held-out sequences of ``bench.train_variants`` (12 of
+  held-out chat answers, 12 of held-out Python): the fraction of their tokens inside the ``N``
+  most frequent tokens of the distillation data (``bench/prompts/distill-smollm2.jsonl``), and the
+  shipped predictor's top-1 per offset with its drafts ranked over the subset
+  (``evaluate_predictor(..., vocabulary=...)``) against the whole vocabulary.
 * **Time**: the LM head of a step with ``R`` real and ``P`` pseudo rows, as today (one top-K pass
   over all rows and the whole vocabulary) against a full-vocabulary argmax of the real rows plus a
   subset top-K of the pseudo rows (two passes, the second over ``N`` rows of the head). Interleaved,
@@ -29,17 +30,18 @@ import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment
+from bench.train_seeds import data
 from specdec import kernels, load_demo
 from specdec.draft_vocab import DraftVocabulary
+from specdec.train import evaluate_predictor
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 SIZES = (2048, 4096, 8192, 12288, 16384, 24576)
-ROWS = ((1, 3), (2, 6), (4, 12), (8, 24), (16, 48))  # (real rows, pseudo rows)
+ROWS = ((1, 3), (4, 3), (8, 6), (16, 6), (8, 24))  # (real rows, pseudo rows): tree=auto puts pseudo rows on 1-2 rows
 TOP_K = 8
-PROMPTS = Path(__file__).resolve().parent / "prompts"
-DATA = {"smollm2-135m": ("distill-smollm2.jsonl", "eval-chat-smollm2.jsonl")}  # model outputs (text fields)
+DISTILLATION = Path(__file__).resolve().parent / "prompts" / "distill-smollm2.jsonl"  # the predictor's training text
 
 
 def token_ids(tokenizer, path) -> torch.Tensor:
@@ -82,34 +84,42 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model, tokenizer, _ = load_demo("smollm2-135m", dtype=getattr(torch, args.dtype), device=device)
+    model, tokenizer, predictor = load_demo("smollm2-135m", dtype=getattr(torch, args.dtype), device=device)
+    _, held_sequences = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)
+    full = evaluate_predictor(model, predictor, held_sequences, seq_len=128)["top1"]
+    print(f"whole vocabulary: held-out top-1 {' / '.join(f'{x:.3f}' for x in full)}", flush=True)
     head = model.get_output_embeddings().weight.detach()
-    train_file, held_file = DATA["smollm2-135m"]
-    train, held = token_ids(tokenizer, PROMPTS / train_file), token_ids(tokenizer, PROMPTS / held_file)
+    train, held = token_ids(tokenizer, DISTILLATION), held_sequences.flatten()
     counts = torch.bincount(train, minlength=head.shape[0])
 
     rows = []
     gen = torch.Generator().manual_seed(0)
     for size in (s for s in SIZES if s < head.shape[0]):
         vocab = DraftVocabulary.most_frequent(counts, size)
-        entry = {"size": size, "fraction_of_vocab": size / head.shape[0], "coverage": vocab.coverage(held)}
+        top1 = evaluate_predictor(model, predictor, held_sequences, seq_len=128, vocabulary=vocab)["top1"]
+        entry = {"size": size, "fraction_of_vocab": size / head.shape[0], "coverage": vocab.coverage(held), "top1": top1}
         for real, pseudo in ROWS:
             hidden = torch.randn(real + pseudo, head.shape[1], generator=gen).to(device, head.dtype)
             timed = time_head(hidden, head, vocab.to(device), real, args.repeats, device)
             entry[f"{real}+{pseudo}"] = {**timed, "saved": 1 - timed["split"] / timed["fused"]}
+            print(f"    {real}+{pseudo} rows: one pass {timed['fused'] * 1e3:.2f} ms, split {timed['split'] * 1e3:.2f} ms", flush=True)
         rows.append(entry)
         cells = "  ".join(f"{r}+{p}: {entry[f'{r}+{p}']['saved']:+.0%}" for r, p in ROWS)
-        print(f"{size:6d} tokens ({size / head.shape[0]:.0%}): coverage {entry['coverage']:.3f}  time saved {cells}", flush=True)
+        print(f"{size:6d} tokens ({size / head.shape[0]:.0%}): coverage {entry['coverage']:.3f}, top-1 "
+              f"{' / '.join(f'{x:.3f}' for x in top1)}  time saved {cells}", flush=True)
 
     device_name, slug = device_names(device)
     meta = {**environment(), "device": device_name, **vars(args), "model": "smollm2-135m", "vocab": head.shape[0], "top_k": TOP_K,
-            "train_tokens": train.numel(), "held_out_tokens": held.numel(), "distinct_train_tokens": int((counts > 0).sum())}
+            "train_tokens": train.numel(), "held_out_tokens": held.numel(), "distinct_train_tokens": int((counts > 0).sum()), "top1_whole_vocabulary": full}
     out = RESULTS / f"draft-vocab-smollm2-135m-{slug}"
     out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     sizes = [r["size"] for r in rows]
-    left.plot(sizes, [r["coverage"] for r in rows], marker="o")
-    left.set(xlabel="draft vocabulary (most frequent distillation tokens)", ylabel="held-out tokens covered", title="coverage")
+    left.plot(sizes, [r["coverage"] for r in rows], marker="o", label="held-out tokens covered")
+    for offset in range(len(full)):
+        left.plot(sizes, [r["top1"][offset] / full[offset] for r in rows], marker=".", label=f"top-1 kept, offset {offset + 1}")
+    left.set(xlabel="draft vocabulary (most frequent distillation tokens)", ylabel="fraction of the whole vocabulary's", title="coverage and hit rate")
+    left.legend(fontsize=7)
     for real, pseudo in ROWS:
         right.plot(sizes, [r[f"{real}+{pseudo}"]["saved"] for r in rows], marker="o", label=f"{real} real + {pseudo} pseudo rows")
     right.axhline(0, color="grey", lw=0.8)

@@ -11,6 +11,7 @@
 
 from .adapters import PseudoRowAdapters
 from .demo import load_demo
+from .draft_vocab import DraftVocabulary
 from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
 from .maps import MLPPredictor, MultiLayerPredictor
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
@@ -29,6 +30,7 @@ __all__ = [
     "DecodeStats",
     "DraftContext",
     "DraftSource",
+    "DraftVocabulary",
     "EarlyExitDrafts",
     "FIRPDrafts",
     "ForcedDrafts",

@@ -14,6 +14,7 @@ import torch
 
 from .cli_inputs import ACCEPTED_MODELS, check_train_output, checked_device, model_folder, tokenizer_folder
 from .demo import DEFAULT_DEMO, DEMOS
+from .draft_vocab import DraftVocabulary
 from .tree import parse_tree_arg
 
 SOURCES = ("firp", "mask", "exit")
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(firp, mask; applied to pseudo rows only; 0: none)")
     train.add_argument("--adapter-layers", help="layers the adapters go on, e.g. 5-9 or 5,7,9 (default: every layer the pseudo rows pass through)")
     train.add_argument("--adapter-lr", type=float, help="learning rate of the adapters and of a richer map's new parameters (default: --lr)")
+    train.add_argument("--draft-vocab", type=int, default=0,
+                       help="firp: rank pseudo rows over the N most frequent tokens of --data on CPU (FR-Spec; "
+                            "real rows keep the whole vocabulary, so output is unchanged; 0: the whole vocabulary)")
     train.add_argument("--steps", type=int, default=300)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--seq-len", type=int, default=256)
@@ -129,6 +133,10 @@ def run_train(args) -> None:
         raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
     if args.source == "mask" and args.layer is not None:
         raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
+    if args.draft_vocab < 0:
+        raise ValueError(f"--draft-vocab must be >= 0 (0: the whole vocabulary), got {args.draft_vocab}")
+    if args.draft_vocab and args.source != "firp":
+        raise ValueError("--draft-vocab ranks FIRP's pseudo rows: it does not apply to --source " + args.source)
     source_options = checked_source_options(args)
     out = Path(args.out)
     checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
@@ -176,8 +184,11 @@ def run_train(args) -> None:
         scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
         tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
         sweep = None
-    predictor.save_pretrained(out)
     module = getattr(predictor, "module", predictor)
+    if args.draft_vocab:
+        counts = torch.bincount(sequences.flatten(), minlength=model.config.vocab_size)
+        module.draft_vocab = DraftVocabulary.most_frequent(counts, min(args.draft_vocab, counts.numel()))
+    predictor.save_pretrained(out)
     saved = module.config_dict()
     report = {"source": args.source, "layer": module.layer, "k": module.k, "map": saved.get("map"), "adapters": saved.get("adapters"),
               **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}

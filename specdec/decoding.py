@@ -162,7 +162,8 @@ def speculative_generate(
             planner.observe_seconds(last[0], now - last[1], last[2])
         prefix_len = length - 1  # committed tokens in the cache: all but the root
         hidden, exit_hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
-        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early_exit(parts, source, exit_hidden))
+        early = early_exit(parts, source, exit_hidden)
+        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early, source.vocabulary)
         accepted = len(verdict.tokens) - 1
         per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
         planner.observe(plan, verdict.path)

@@ -9,9 +9,11 @@ from torch import nn
 
 from . import kernels
 from .adapters import PseudoRowAdapters, adapters_for
+from .draft_vocab import DraftVocabulary
 
 CONFIG_NAME = "predictor_config.json"
 WEIGHTS_NAME = "predictor.safetensors"
+VOCAB_NAME = "draft_vocab.json"
 FORMAT_VERSION = 1
 FINGERPRINT_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
@@ -40,6 +42,8 @@ class FuturePredictor(nn.Module):
         layer: the transfer layer ``t``: pseudo states are made from layer ``t``'s output.
         fingerprint: the model config fields this predictor was made for.
         adapters: pseudo-row adapters on layers after ``t``, or None.
+        draft_vocab: the :class:`~specdec.draft_vocab.DraftVocabulary` its pseudo rows are ranked
+            over on CPU (saved as ``draft_vocab.json``), or None: the whole vocabulary.
     """
 
     SOURCE = "firp"  # the draft source this module's files belong to (checked on load)
@@ -48,6 +52,7 @@ class FuturePredictor(nn.Module):
     BASE_PARAMETERS = ("weight", "bias")
     refine = True
     earlier_layer = None  # a second input layer (MultiLayerPredictor), or None
+    draft_vocab = None
 
     def __init__(self, hidden_size: int, k: int, layer: int, fingerprint: dict, adapters: PseudoRowAdapters | None = None):
         super().__init__()
@@ -120,8 +125,16 @@ class FuturePredictor(nn.Module):
         return config_dict(self.SOURCE, self.layer, self.k, self.hidden_size, self.fingerprint, map=self.MAP, adapters=adapters, **self.map_options())
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write ``predictor_config.json`` and ``predictor.safetensors`` into directory ``path``."""
+        """Write ``predictor_config.json``, ``predictor.safetensors`` and, with a draft vocabulary,
+        ``draft_vocab.json`` into directory ``path``."""
         save(path, self.config_dict(), self.state_dict())
+        vocab_file = Path(path) / VOCAB_NAME
+        if self.draft_vocab is None:
+            vocab_file.unlink(missing_ok=True)
+        else:
+            if self.draft_vocab.vocab_size != self.fingerprint.get("vocab_size", self.draft_vocab.vocab_size):
+                raise ValueError(f"the draft vocabulary is of {self.draft_vocab.vocab_size} tokens, the model of {self.fingerprint['vocab_size']}")
+            vocab_file.write_text(json.dumps({"vocab_size": self.draft_vocab.vocab_size, "ids": self.draft_vocab.ids.tolist()}) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> "FuturePredictor":
@@ -150,7 +163,19 @@ class FuturePredictor(nn.Module):
             predictor = cls(config["hidden_size"], config["k"], config["layer"], config["fingerprint"], adapters=adapters, **options)
         except ValueError as err:
             raise ValueError(f"corrupted predictor config {file}: {err}") from None
+        predictor.draft_vocab = read_draft_vocab(path / VOCAB_NAME)
         return load_state(predictor, path, device, dtype)
+
+
+def read_draft_vocab(file: Path) -> DraftVocabulary | None:
+    """The draft vocabulary saved in ``file``, None if there is none; ``ValueError`` naming a bad file."""
+    if not file.is_file():
+        return None
+    try:
+        saved = json.loads(file.read_text())
+        return DraftVocabulary(torch.tensor(saved["ids"], dtype=torch.int64), saved["vocab_size"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"corrupted draft vocabulary {file}: {err}") from None
 
 
 def default_layer(model) -> int:

@@ -414,10 +414,12 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int = 256, batch_size: int = 8) -> dict:
+def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int = 256, batch_size: int = 8, vocabulary=None) -> dict:
     """Per-offset top-1 / top-5 agreement with the frozen model's greedy token on held-out ``data``.
 
     ``predictor``: a :class:`FuturePredictor`, :class:`MaskDrafts` or :class:`EarlyExitDrafts`.
+    ``vocabulary``: a :class:`~specdec.draft_vocab.DraftVocabulary` the drafts are ranked over
+    (None: the whole vocabulary); the KL stays the full distribution's.
 
     Returns ``{"top1": [k floats], "top5": [k floats], "kl": float, "rows": int}`` (kl: mean per pseudo row).
     """
@@ -426,13 +428,17 @@ def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int =
     predictor = trainable(predictor)
     predictor.to(device=device, dtype=torch.float32).eval()
     hits, rows, kl_sum = torch.zeros(2, predictor.k), torch.zeros(predictor.k), 0.0
+    if vocabulary is not None:
+        inside = torch.zeros(vocabulary.vocab_size, dtype=torch.bool, device=device)
+        inside[vocabulary.ids.to(device)] = True
     with _FrozenModel(model):
         for begin in range(0, sequences.shape[0], batch_size):
             ids = sequences[begin : begin + batch_size].to(device)
             teacher, hidden_t, keys, values = teacher_pass(model, ids, predictor.input_layers)
             starts = sample_starts(ids.shape[1], predictor.k, None, None, device)
             student = student_logits(model, predictor, hidden_t, keys, values, starts)
-            step_hits, step_rows = agreement(student, teacher, starts, predictor.k)
+            ranked = student if vocabulary is None else student.masked_fill(~inside, float("-inf"))
+            step_hits, step_rows = agreement(ranked, teacher, starts, predictor.k)
             hits += step_hits.cpu()
             rows += step_rows
             kl_sum += predictor_loss(student, teacher, ids, starts, predictor.k, "kl").item() * float(step_rows[0])

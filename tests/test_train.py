@@ -162,13 +162,19 @@ def test_cli_train_sweeps_layers_and_saves_the_best(tmp_path, capsys):
     out = tmp_path / "pred"
     argv = ["train", "--model", str(tmp_path / "model"), "--data", f"@{tmp_path / 'files.txt'}", "--layers", "0,2",
             "--k", "2", "--steps", "2", "--batch-size", "2", "--seq-len", "32", "--tau-prompts", "1",
-            "--max-new-tokens", "8", "--out", str(out)]
+            "--max-new-tokens", "8", "--draft-vocab", "20", "--out", str(out)]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "top1@1" in printed and "best transfer layer" in printed
     report = json.loads((out / "training_report.json").read_text())
     assert report["layer"] in (0, 2) and len(report["top1"]) == 2
     assert [row["layer"] for row in report["sweep"]] == [0, 2] and all(row["tau"] >= 1 for row in report["sweep"])
-    assert specdec.FuturePredictor.from_pretrained(out).k == 2
+    saved = specdec.FuturePredictor.from_pretrained(out)
+    assert saved.k == 2 and len(saved.draft_vocab) == 20  # the 20 most frequent tokens of the corpus
+    counts = torch.bincount(torch.tensor(tokenizer("".join(SAMPLE_CODE))["input_ids"]), minlength=model.config.vocab_size)
+    assert counts[saved.draft_vocab.ids].sum() >= counts.sort(descending=True).values[:20].sum() * 0.8
+    refused = argv[:-2] + ["--source", "mask", "--out", str(tmp_path / "mask")]
+    refused.remove("--layers"), refused.remove("0,2")
+    assert cli_main(refused) == 2 and "--draft-vocab ranks FIRP's pseudo rows" in capsys.readouterr().err
     missing = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")]
     assert cli_main(missing) == 2 and "nowhere" in capsys.readouterr().err  # missing data, not the occupied --out

@@ -55,6 +55,8 @@ class DraftSource:
         exit_depth: depths the early-exit ranking covers (0: none).
         chain_depth: the longest chain :meth:`propose` may return (0: none).
         kind: what :meth:`propose` tags its pseudo rows' ranked tokens with.
+        vocabulary: the :class:`~specdec.draft_vocab.DraftVocabulary` the pseudo rows are ranked over
+            on CPU, or None (the whole vocabulary). Real rows always use the whole vocabulary.
     """
 
     k: int = 0
@@ -64,6 +66,7 @@ class DraftSource:
     exit_depth: int = 0
     chain_depth: int = 0
     kind: str = "firp"
+    vocabulary = None
 
     @property
     def depth(self) -> int:
@@ -107,6 +110,7 @@ class WrappingSource(DraftSource):
         self.inner = inner
         self.k, self.layer, self.kind = inner.k, inner.layer, inner.kind
         self.capture_layer, self.exit_layer, self.exit_depth = inner.capture_layer, inner.exit_layer, inner.exit_depth
+        self.vocabulary = inner.vocabulary
 
     def check_model(self, model) -> None:
         self.inner.check_model(model)

@@ -16,6 +16,7 @@ class FIRPDrafts(DraftSource):
         self.k = predictor.k
         self.layer = predictor.layer
         self.capture_layer = predictor.earlier_layer
+        self.vocabulary = predictor.draft_vocab
 
     def check_model(self, model) -> None:
         self.predictor.check_model(model)
