@@ -2,6 +2,7 @@
 
     python -m bench.draft_vocab                    # SmolLM2-135M, CPU, the reference (PyTorch) path
     python -m bench.draft_vocab --device cuda      # the Triton kernels
+    python -m bench.draft_vocab --write 4096       # only write that vocabulary into the demo predictor
 
 Pseudo rows could be ranked over the most frequent tokens of the distillation data only
 (``lm_head_topk(..., token_ids=...)``), real rows keeping the whole vocabulary. Two questions decide
@@ -32,6 +33,7 @@ import torch
 from bench.common import RESULTS, device_names, environment
 from bench.train_seeds import data
 from specdec import kernels, load_demo
+from specdec.demo import demo_paths
 from specdec.draft_vocab import DraftVocabulary
 from specdec.train import evaluate_predictor
 
@@ -81,6 +83,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", type=int, metavar="N",
+                        help="write the N most frequent distillation tokens into the demo predictor's folder and stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -89,6 +93,13 @@ def main() -> None:
     full = evaluate_predictor(model, predictor, held_sequences, seq_len=128)["top1"]
     print(f"whole vocabulary: held-out top-1 {' / '.join(f'{x:.3f}' for x in full)}", flush=True)
     head = model.get_output_embeddings().weight.detach()
+    if args.write:
+        train_sequences, _ = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)
+        predictor.draft_vocab = DraftVocabulary.most_frequent(torch.bincount(train_sequences.flatten(), minlength=head.shape[0]), args.write)
+        folder = demo_paths("smollm2-135m")[1]
+        predictor.half().save_pretrained(folder)
+        print(f"wrote a {args.write}-token draft vocabulary into {folder}")
+        return
     train, held = token_ids(tokenizer, DISTILLATION), held_sequences.flatten()
     counts = torch.bincount(train, minlength=head.shape[0])
 

@@ -25,6 +25,7 @@ process used the CPU is run again (:func:`bench.common.timed_quietly`). Results:
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import statistics
@@ -114,6 +115,10 @@ def methods(args, model, predictor):
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
     runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
+    if predictor.draft_vocab is not None:  # what its draft vocabulary saves: the same without it
+        whole = copy.deepcopy(predictor)
+        whole.draft_vocab = None
+        runs.append(("auto", whole, f" (defaults), pseudo rows over the whole vocabulary, not {len(predictor.draft_vocab)} tokens"))
     if args.identity_check:  # drafts that never help: the defaults must still cost what plain decoding costs
         identity = FuturePredictor.for_model(model, layer=predictor.layer, k=predictor.k)
         runs.append(("auto", identity, ", untrained predictor (identity maps) + lookup"))
