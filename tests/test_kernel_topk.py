@@ -166,7 +166,7 @@ def test_rejects_bad_inputs():
 PARTS = {"part_val_ptr": "*fp32", "part_idx_ptr": "*i32", "part_max_ptr": "*fp32", "part_sum_ptr": "*fp32"}
 
 # The GPU default tiles for decode (16 rows) and a larger row block, with 8 candidates; the reduce
-# kernel at 528 splits (4 x 132 SMs) of 8 candidates, padded to 8192 per row.
+# kernel at 528 splits (4 x 132 SMs) of 8 candidates, padded to 8192 per row, with and without a draft vocabulary.
 HOPPER_CASES = {
     **{
         f"partial-{dtype}-rows{rows}": (
@@ -179,20 +179,16 @@ HOPPER_CASES = {
         for dtype in ("bf16", "fp16")
         for rows in (16, 64)
     },
-    "reduce": (
-        "specdec.kernels.topk",
-        "_topk_reduce_kernel",
-        "fp32",
-        dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192, BLOCK_K=8, HAS_IDS=False),
-        {**PARTS, "token_ids_ptr": "*i64", "ids_ptr": "*i64"},
-    ),
-    "reduce-draft-vocabulary": (
-        "specdec.kernels.topk",
-        "_topk_reduce_kernel",
-        "fp32",
-        dict(BLOCK_ROWS=1, BLOCK_SPLITS=512, BLOCK_CANDS=4096, BLOCK_K=8, HAS_IDS=True),
-        {**PARTS, "token_ids_ptr": "*i64", "ids_ptr": "*i64"},
-    ),
+    **{  # the second maps candidates through a draft vocabulary's token ids
+        name: (
+            "specdec.kernels.topk",
+            "_topk_reduce_kernel",
+            "fp32",
+            dict(BLOCK_ROWS=1, BLOCK_SPLITS=1024, BLOCK_CANDS=8192, BLOCK_K=8, HAS_IDS=has_ids),
+            {**PARTS, "token_ids_ptr": "*i64", "ids_ptr": "*i64"},
+        )
+        for name, has_ids in (("reduce", False), ("reduce-draft-vocabulary", True))
+    },
 }
 
 
