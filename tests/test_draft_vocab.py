@@ -62,9 +62,9 @@ def half_vocabulary(model, seed: int) -> DraftVocabulary:
     return DraftVocabulary(torch.randperm(vocab, generator=gen)[: vocab // 2].sort().values, vocab)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("tree", ["default", "auto"])
-def test_decoding_with_a_draft_vocabulary_matches_plain_and_ranks_inside_it(monkeypatch, arch, tree):
+@pytest.mark.parametrize("arch,tree,backend", [*((arch, tree, "auto") for arch in ARCHS for tree in ("default", "auto")),
+                                               (ARCHS[0], "default", "triton")])
+def test_decoding_with_a_draft_vocabulary_matches_plain_and_ranks_inside_it(monkeypatch, arch, tree, backend):
     model = tiny_model(arch, seed=3)
     ids = prompt(model, 7, seed=1)
     expected = model.generate(ids, max_new_tokens=30, do_sample=False)
@@ -79,7 +79,7 @@ def test_decoding_with_a_draft_vocabulary_matches_plain_and_ranks_inside_it(monk
         return propose(self, context, cands)
 
     monkeypatch.setattr(DraftSource, "propose", recorded)
-    specdec.patch(model, FIRPDrafts(predictor), tree=tree)
+    specdec.patch(model, FIRPDrafts(predictor), tree=tree, backend=backend)
     out = model.generate(ids, max_new_tokens=30, do_sample=False)
     assert_greedy_equivalent(model, expected, out)
     assert ranked and set(ranked) <= inside, "a pseudo row ranked a token outside the draft vocabulary"
