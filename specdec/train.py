@@ -296,7 +296,7 @@ def train_predictor(
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not config.progress, desc=desc)
     with _FrozenModel(model):
         if curve and start == 0:
-            record_curve(config, 0, model, module, held_out)
+            record_curve(config, 0, model, predictor, held_out)
         for step in bar:
             ids = batch_at(sequences, config.batch_size, config.seed, step).to(device)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -315,7 +315,7 @@ def train_predictor(
             top1 = " ".join(f"{v:.2f}" for v in (hits[0] / rows).tolist())
             bar.set_postfix_str(f"loss {loss.item():.3f} top1/offset {top1}")
             if curve and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
-                record_curve(config, step + 1, model, module, held_out)
+                record_curve(config, step + 1, model, predictor, held_out)
                 module.train()
             if config.checkpoint_dir and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
                 save_checkpoint(config, module, optimizer, schedule, step + 1, settings)
@@ -378,13 +378,15 @@ def autocast(config: TrainConfig, device: torch.device):
 
 
 def record_curve(config: TrainConfig, step: int, model, predictor, held_out: torch.Tensor) -> None:
-    """Evaluate (fp32) and append ``{"step", "tokens", "pseudo_rows", "top1", "top5", "kl"}`` to the curve file."""
+    """Evaluate (fp32) and append ``{"step", "tokens", "pseudo_rows", "top1", "top5", "kl"}`` to the curve file
+    (``predictor``: what :func:`train_predictor` was given, a FuturePredictor or a source)."""
     scores = evaluate_predictor(model, predictor, held_out, seq_len=config.seq_len)
-    positions = config.seq_len - predictor.k - 1 if config.positions is None else min(config.positions, config.seq_len - predictor.k - 1)
+    k = trainable(predictor).k
+    positions = config.seq_len - k - 1 if config.positions is None else min(config.positions, config.seq_len - k - 1)
     entry = {
         "step": step,
         "tokens": step * config.batch_size * config.seq_len,
-        "pseudo_rows": step * config.batch_size * positions * predictor.k,
+        "pseudo_rows": step * config.batch_size * positions * k,
         **{key: scores[key] for key in ("top1", "top5", "kl")},
     }
     Path(config.checkpoint_dir).mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,16 @@ def test_cli_train_sweeps_layers_and_saves_the_best(tmp_path, capsys):
     assert cli_main(refused) == 2 and "--draft-vocab ranks FIRP's pseudo rows" in capsys.readouterr().err
     missing = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")]
     assert cli_main(missing) == 2 and "nowhere" in capsys.readouterr().err  # missing data, not the occupied --out
+
+
+@pytest.mark.parametrize("source", ["firp", "mask", "exit"])
+def test_eval_every_records_the_curve_for_every_source(tmp_path, source):
+    """``eval_every`` appends held-out accuracy at step 0, every N steps and the end, whatever the source."""
+    model = tiny_model("llama-mha", seed=2)
+    data = token_data(model)
+    start = train.new_source(model, source, None if source == "mask" else 1, 2)
+    specdec.train_predictor(model, data[:20], predictor=start, steps=3, eval_every=2, eval_data=data[20:],
+                            checkpoint_dir=str(tmp_path), **FAST)
+    curve = train.read_curve(tmp_path)
+    assert [entry["step"] for entry in curve] == [0, 2, 3]
+    assert all(len(entry["top1"]) == 2 and entry["pseudo_rows"] == entry["step"] * 4 * (32 - 3) * 2 for entry in curve)
