@@ -4,7 +4,8 @@ trained by :mod:`bench.train_variants`, next to the bundled predictor.
 Per predictor (the bundled one and every FIRP variant in ``bench/variants/{model}/``): FIRP alone in
 a static 5-node tree (its tau does not depend on the device's step cost), FIRP alone under
 ``tree="auto"``, and the defaults (FIRP + n-gram lookup, ``tree="auto"``), interleaved prompt by
-prompt with plain greedy and HF prompt lookup like every e2e run.
+prompt with plain greedy and HF prompt lookup like every e2e run. Every variant ranks its pseudo
+rows over the bundled predictor's draft vocabulary (if it has one), so only the maps differ.
 """
 
 import json
@@ -35,6 +36,7 @@ def variant_methods(args, model, predictor, variants: dict) -> dict:
     if args.prompt_lookup:
         table[f"HF prompt lookup ({args.prompt_lookup})"] = (plain, {"prompt_lookup_num_tokens": args.prompt_lookup})
     for label, firp in {"bundled": predictor, **{name: found[0] for name, found in variants.items()}}.items():
+        firp.draft_vocab = predictor.draft_vocab  # the same draft vocabulary for all: only the maps differ
         runs = {"5 nodes FIRP only": (FIRPDrafts(firp), 5), "auto FIRP only": (FIRPDrafts(firp), "auto"),
                 "auto + lookup (defaults)": (LookupDrafts(firp), "auto")}
         for run, (source, tree) in runs.items():
