@@ -14,9 +14,10 @@ same :class:`~specdec.train.TrainConfig`
 responses for ``smollm2-135m``), at the bundled predictor's transfer layer and ``k``. Held-out
 top-1/top-5 per offset (agreement with the model's greedy token) is recorded every
 ``--eval-every`` steps (the accuracy-vs-tokens curve) and at the end, with the training seconds
-per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{name}`` (``bench.e2e
---predictor`` decodes with them), checkpoints under ``--work``; a finished variant is not trained
-again. Results: ``bench/results/variants-train-{model}.json`` and ``.png``.
+per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{name}`` (not in git:
+35 MB for SmolLM2's six; ``bench.e2e --variants`` decodes with them), checkpoints under
+``--work``; a finished variant is not trained again. Results (every variant's scores and curve):
+``bench/results/variants-train-{model}.json`` and ``.png``.
 """
 
 import argparse
