@@ -128,8 +128,8 @@ def test_sampling_matches_plain_distribution(name, width):
 class FirstChildRule(verification.SamplingRule):
     """A wrong rule: at rows with children, target the first child's token (accept it without sampling)."""
 
-    def targets(self, lm_head, hidden, plan, top_k, tokens, backend):
-        draws, ranked = super().targets(lm_head, hidden, plan, top_k, tokens, backend)
+    def targets(self, lm_head, hidden, plan, top_k, tokens, backend, vocabulary=None):
+        draws, ranked = super().targets(lm_head, hidden, plan, top_k, tokens, backend, vocabulary)
         for row, parent in reversed(list(enumerate(plan.layout.parents, start=1))):
             draws[parent] = plan.tokens[row - 1]
         return draws, ranked
