@@ -10,7 +10,8 @@ whether that pays in specdec's one-pass step, where real and pseudo rows share o
 
 * **Coverage and hit rate**, on the held-out sequences of ``bench.train_variants`` (12 of
   held-out chat answers, 12 of held-out Python): the fraction of their tokens inside the ``N``
-  most frequent tokens of the distillation data (``bench/prompts/distill-smollm2.jsonl``), and the
+  most frequent tokens of the distillation data (``bench/prompts/distill-smollm2.jsonl``, packed into
+  the predictor's training sequences, as ``specdec train --draft-vocab`` counts them), and the
   shipped predictor's top-1 per offset with its drafts ranked over the subset
   (``evaluate_predictor(..., vocabulary=...)``) against the whole vocabulary.
 * **Time**: the LM head of a step with ``R`` real and ``P`` pseudo rows, as today (one top-K pass
@@ -25,7 +26,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import matplotlib
 import torch
@@ -43,15 +43,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 SIZES = (2048, 4096, 8192, 12288, 16384, 24576)
 ROWS = ((1, 3), (4, 3), (8, 6), (16, 6), (8, 24))  # (real rows, pseudo rows): tree=auto puts pseudo rows on 1-2 rows
 TOP_K = 8
-DISTILLATION = Path(__file__).resolve().parent / "prompts" / "distill-smollm2.jsonl"  # the predictor's training text
-
-
-def token_ids(tokenizer, path) -> torch.Tensor:
-    """All tokens of a prompts file's ``text`` fields, int64 ``[T]``."""
-    ids = []
-    for line in path.read_text().splitlines():
-        ids += tokenizer(json.loads(line)["text"])["input_ids"]
-    return torch.tensor(ids, dtype=torch.int64)
 
 
 def seconds(fn, device) -> float:
@@ -89,19 +80,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model, tokenizer, predictor = load_demo("smollm2-135m", dtype=getattr(torch, args.dtype), device=device)
-    _, held_sequences = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)
-    full = evaluate_predictor(model, predictor, held_sequences, seq_len=128)["top1"]
-    print(f"whole vocabulary: held-out top-1 {' / '.join(f'{x:.3f}' for x in full)}", flush=True)
     head = model.get_output_embeddings().weight.detach()
+    # The predictor's packed training sequences (what `specdec train --draft-vocab` counts too).
+    train_sequences, held_sequences = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)
+    train, held = train_sequences.flatten(), held_sequences.flatten()
+    counts = torch.bincount(train, minlength=head.shape[0])
     if args.write:
-        train_sequences, _ = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)
-        predictor.draft_vocab = DraftVocabulary.most_frequent(torch.bincount(train_sequences.flatten(), minlength=head.shape[0]), args.write)
+        predictor.draft_vocab = DraftVocabulary.most_frequent(counts, args.write)
         folder = demo_paths("smollm2-135m")[1]
         predictor.half().save_pretrained(folder)
         print(f"wrote a {args.write}-token draft vocabulary into {folder}")
         return
-    train, held = token_ids(tokenizer, DISTILLATION), held_sequences.flatten()
-    counts = torch.bincount(train, minlength=head.shape[0])
+    full = evaluate_predictor(model, predictor, held_sequences, seq_len=128)["top1"]
+    print(f"whole vocabulary: held-out top-1 {' / '.join(f'{x:.3f}' for x in full)}", flush=True)
 
     rows = []
     gen = torch.Generator().manual_seed(0)

@@ -37,11 +37,15 @@ class DraftVocabulary:
     def to(self, device) -> "DraftVocabulary":
         return DraftVocabulary(self.ids.to(device), self.vocab_size)
 
+    def mask(self, device=None) -> torch.Tensor:
+        """Bool ``[vocab_size]``: True at the vocabulary's tokens."""
+        inside = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
+        inside[self.ids.to(device)] = True
+        return inside
+
     def coverage(self, tokens: torch.Tensor) -> float:
         """Fraction of ``tokens`` (int64, any shape) inside the vocabulary."""
-        inside = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.ids.device)
-        inside[self.ids] = True
-        return float(inside[tokens.to(self.ids.device)].float().mean())
+        return float(self.mask(tokens.device)[tokens].float().mean())
 
     def rows(self, lm_head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight [N, d], ids [N])``: the LM head's rows of this vocabulary (gathered once per head

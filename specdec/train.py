@@ -431,8 +431,7 @@ def evaluate_predictor(model, predictor, data, *, tokenizer=None, seq_len: int =
     predictor.to(device=device, dtype=torch.float32).eval()
     hits, rows, kl_sum = torch.zeros(2, predictor.k), torch.zeros(predictor.k), 0.0
     if vocabulary is not None:
-        inside = torch.zeros(vocabulary.vocab_size, dtype=torch.bool, device=device)
-        inside[vocabulary.ids.to(device)] = True
+        inside = vocabulary.mask(device)
     with _FrozenModel(model):
         for begin in range(0, sequences.shape[0], batch_size):
             ids = sequences[begin : begin + batch_size].to(device)

@@ -25,7 +25,7 @@ the real rows is their target, the pseudo rows' top-K with log-probabilities is 
 A sampling step draws the real rows' targets in a second pass. With a draft vocabulary
 (:class:`~specdec.draft_vocab.DraftVocabulary`, on CPU) the pseudo rows are ranked in a pass of
 their own over its rows of the head: on a CPU the LM head's cost grows with rows x vocabulary, so
-ranking the pseudo rows over the 4096 most frequent tokens saved 12-41% of the head's time at
+ranking the pseudo rows over the 4096 most frequent tokens saved 4-44% of the head's time at
 1-16 real rows (``python -m bench.draft_vocab``); on a GPU one pass reads the weight once for all
 rows and a second pass would only add bytes and a launch, so there the vocabulary is not used.
 The walk
