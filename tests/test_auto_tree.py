@@ -15,18 +15,11 @@ import torch
 import specdec
 from drafting import ScrambledDrafts, perturbed_predictor
 from near_tie import assert_greedy_equivalent
+from simulated_device import pin_cost
 from specdec import FIRPDrafts, ForcedDrafts
 from specdec import patching
-from specdec.cost import StepCost
 from specdec.planner import Plan
 from tiny_models import ARCHS, NUM_LAYERS, prompt, tiny_model
-
-
-def pin_cost(model, seconds_per_row: float, base: float = 1e-3) -> None:
-    """Give ``model`` a step-cost curve ``base + seconds_per_row * rows`` instead of a measured one."""
-    param = model.get_input_embeddings().weight
-    cost = StepCost.measured(lambda rows: base + seconds_per_row * rows)
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, "greedy")] = cost
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -43,11 +36,11 @@ def test_auto_matches_plain_greedy(arch, k, layer):
 
 
 @pytest.mark.parametrize("arch", ["llama-gqa", "mistral-window", "qwen3-norm"])
-def test_true_drafts_reach_the_full_chain_depth(arch):
+def test_true_drafts_reach_the_full_chain_depth(arch, monkeypatch):
     model = tiny_model(arch, seed=4)
     ids = prompt(model, 6, seed=2)
     expected = model.generate(ids, max_new_tokens=60, do_sample=False, eos_token_id=None)
-    pin_cost(model, 0.0)  # rows are free: verify every likely node
+    pin_cost(model, monkeypatch, lambda rows: 1e-3)  # rows are free: verify every likely node
     source = ForcedDrafts(FIRPDrafts(perturbed_predictor(model, 1, 3)), expected[0].tolist(), model.config.vocab_size, chain_depth=8)
     specdec.patch(model, source)
     out = model.generate(ids, max_new_tokens=60, do_sample=False, eos_token_id=None)
@@ -56,11 +49,11 @@ def test_true_drafts_reach_the_full_chain_depth(arch):
     assert max(stats.accepted) == 8 and stats.tau > 7  # 8 chain tokens and the bonus per step
 
 
-def test_wrong_drafts_and_steep_cost_give_plain_steps():
+def test_wrong_drafts_and_steep_cost_give_plain_steps(monkeypatch):
     model = tiny_model("qwen2-bias", seed=2)
     ids = prompt(model, 6, seed=5)
     expected = model.generate(ids, max_new_tokens=30, do_sample=False)
-    pin_cost(model, 1.0)  # each row costs a thousand single-row steps
+    pin_cost(model, monkeypatch, lambda rows: 1e-3 + rows)  # each row costs a thousand single-row steps
     source = ForcedDrafts(FIRPDrafts(perturbed_predictor(model, 2, 3)), expected[0].tolist(), model.config.vocab_size, correct=False, chain_depth=5)
     specdec.patch(model, source)
     out = model.generate(ids, max_new_tokens=30, do_sample=False)

@@ -8,7 +8,8 @@ import torch
 import specdec
 from drafting import perturbed_predictor
 from near_tie import assert_greedy_equivalent
-from specdec import FIRPDrafts, ForcedDrafts, patching
+from simulated_device import pin_cost
+from specdec import FIRPDrafts, ForcedDrafts
 from specdec.cost import StepCost
 from specdec.drafts import Candidates
 from specdec.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
@@ -43,28 +44,13 @@ def cpu_like(rows: int) -> float:
     return 1.0 if rows == 1 else 1.5 + 0.02 * rows
 
 
-def simulate_cpu_like_steps(monkeypatch, single: float = 0.05) -> None:
-    """Every step the planner observes took what :func:`cpu_like` says (``single`` seconds a
-    single-row step), whatever the machine running the test did: its choices depend on the drafts
-    alone, not on this machine's timings."""
-    observe_seconds = AutoPlanner.observe_seconds
-
-    def simulated(planner, plan, seconds, emitted):
-        seconds = single * sum(fraction * cpu_like(rows) for fraction, rows in plan.segments)
-        observe_seconds(planner, plan, seconds, emitted)
-
-    monkeypatch.setattr(AutoPlanner, "observe_seconds", simulated)
-
-
 def test_wrong_lookup_chains_and_confident_useless_drafts_turn_into_plain_steps(monkeypatch):
     """Drafts whose estimates start optimistic (certain-looking ranks, 3-gram chains) and are never
     accepted: after a few steps only the bounded exploration drafts."""
-    simulate_cpu_like_steps(monkeypatch)
     model = tiny_model("qwen3-norm", seed=2)
     ids = prompt(model, 8, seed=4)
     expected = model.generate(ids, max_new_tokens=120, do_sample=False, eos_token_id=None)
-    param = model.get_input_embeddings().weight
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, "greedy")] = StepCost.shaped(cpu_like)
+    pin_cost(model, monkeypatch, lambda rows: 0.05 * cpu_like(rows), measured=False)
     source = ForcedDrafts(FIRPDrafts(perturbed_predictor(model, 1, 3)), expected[0].tolist(), model.config.vocab_size, correct=False, chain_depth=6)
     specdec.patch(model, source)
     out = model.generate(ids, max_new_tokens=120, do_sample=False, eos_token_id=None)
