@@ -18,11 +18,16 @@ per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{nam
 35 MB for SmolLM2's six; ``bench.e2e --variants`` decodes with them), checkpoints under
 ``--work``; a finished variant is not trained again. Results (every variant's scores and curve):
 ``bench/results/variants-train-{model}.json`` and ``.png``.
+
+``--code-sequences N`` adds N sequences of standard-library code (training files only, disjoint from
+the held-out ones; files in a fixed shuffled order) to SmolLM2's chat data: what more data, and
+data like the held-out code half, does. Such runs are named ``{model}-code{N}`` (variants, results).
 """
 
 import argparse
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -34,7 +39,9 @@ import torch  # noqa: E402
 from bench.common import RESULTS, cpu_model, environment  # noqa: E402
 from bench.train_seeds import data  # noqa: E402
 from specdec import load_demo  # noqa: E402
+from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
 from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, new_source, read_curve, train_predictor  # noqa: E402
+from specdec.train_data import pack_texts  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,6 +73,7 @@ def parse_args():
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-sequences", type=int, default=24)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--code-sequences", type=int, default=0, help="stdlib training-code sequences added to the data")
     args = p.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
@@ -87,12 +95,33 @@ def build(model, name: str, bundled, init: str):
     return variant
 
 
+def run_name(args) -> str:
+    """The model's name, with the added code data if any (variants, checkpoints and results)."""
+    return f"{args.model}-code{args.code_sequences}" if args.code_sequences else args.model
+
+
+def stdlib_code(tokenizer, model, count: int, seq_len: int) -> torch.Tensor:
+    """``[count, seq_len]`` int64: training-split stdlib files, in a fixed shuffled order, packed."""
+    files = stdlib_files("train")
+    random.Random(0).shuffle(files)
+    texts, chars = [], 0
+    for text in read_texts(files):  # about 3 characters a token: read what ``count`` sequences need, and some
+        texts.append(text)
+        chars += len(text)
+        if chars > 4 * count * seq_len:
+            break
+    packed = pack_texts(texts, tokenizer, seq_len, model.config)
+    if packed.shape[0] < count:
+        raise ValueError(f"the stdlib training files give {packed.shape[0]} sequences, fewer than {count}")
+    return packed[:count]
+
+
 def train_one(args, model, train, held, name: str, bundled) -> dict:
-    saved = VARIANTS_DIR / args.model / name
+    saved = VARIANTS_DIR / run_name(args) / name
     result_file = saved / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    folder = args.work / args.model / name
+    folder = args.work / run_name(args) / name
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, positions=args.positions, lr=args.lr,
         adapter_lr=args.adapter_lr, warmup=min(30, args.steps // 5), checkpoint_dir=str(folder),
@@ -135,12 +164,14 @@ def main():
     torch.manual_seed(0)
     model, tokenizer, bundled = load_demo(args.model)
     train, held = data(args, model, tokenizer)
+    if args.code_sequences:
+        train = torch.cat([train, stdlib_code(tokenizer, model, args.code_sequences, args.seq_len)])
     print(f"{train.shape[0]} training and {held.shape[0]} held-out sequences of {args.seq_len} tokens")
     args.positions = None if args.positions == "all" else int(args.positions)
     results = [train_one(args, model, train, held, name, bundled) for name in args.variants.split(",")]
     shipped = evaluate_predictor(model, bundled, held, seq_len=args.seq_len)
     report = {
-        "model": args.model, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
+        "model": args.model, "code_sequences": args.code_sequences, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
         "init": args.init,
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
                    "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
@@ -150,10 +181,10 @@ def main():
         "environment": environment(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"variants-train-{args.model}.json"
+    out = RESULTS / f"variants-train-{run_name(args)}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     plot(results, out.with_suffix(".png"),
-         f"{args.model}: FIRP map variants and adapters from the {args.init} maps, {args.steps} steps of "
+         f"{run_name(args)}: FIRP map variants and adapters from the {args.init} maps, {args.steps} steps of "
          f"{args.batch_size} x {args.seq_len} tokens ({args.positions or 'all'} positions), layer {bundled.layer}, k={bundled.k}")
     print(f"wrote {out} and .png")
 
