@@ -4,7 +4,7 @@
     python -m bench.e2e --model stdlib-9m                 # the 9M stdlib model (code only)
     python -m bench.e2e --model DIR --predictor DIR       # any local checkpoint and its predictor
     python -m bench.e2e --draft-model DIR                 # also HF assisted generation with a draft model
-    python -m bench.e2e --variants                        # FIRP's map variants (bench.train_variants) vs the bundled maps
+    python -m bench.e2e --variants [RUN]                  # FIRP's map variants (bench.train_variants) vs the bundled maps
     python -m bench.e2e --step-timing                     # one speculative step vs one plain step, by tree size
     python -m bench.e2e --step-timing --shape llama-2-7b  # the same on a Llama-2-7B-shaped random model (GPU)
 
@@ -282,8 +282,9 @@ def main() -> None:
     parser.add_argument("--prefix", type=int, default=512, help="--step-timing cached prefix length")
     parser.add_argument("--seeds", action="store_true",
                         help="compare the seed methods' sources trained by bench.train_seeds (FIRP, mask slots, early exit) instead")
-    parser.add_argument("--variants", action="store_true",
-                        help="compare FIRP's map variants trained by bench.train_variants with the bundled predictor instead")
+    parser.add_argument("--variants", nargs="?", const="", default=None, metavar="RUN",
+                        help="compare FIRP's map variants trained by bench.train_variants (bench/variants/RUN, default the "
+                             "model's name, e.g. smollm2-135m-code2000) with the bundled predictor instead")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -304,11 +305,13 @@ def main() -> None:
 
         seeds = load_seeds(tag, args.device, getattr(torch, args.dtype))
         table, parts = seed_methods(args, model, predictor, seeds)
-    if args.variants:
+    kind = "seeds-" if args.seeds else ""
+    if args.variants is not None:
         from bench.variant_compare import load_variants, variant_methods
 
-        table = variant_methods(args, model, predictor, load_variants(tag, args.device, getattr(torch, args.dtype)))
-    kind = "seeds-" if args.seeds else "variants-" if args.variants else ""
+        run = args.variants or tag
+        table = variant_methods(args, model, predictor, load_variants(run, args.device, getattr(torch, args.dtype)))
+        kind = "variants-" if run == tag else f"variants-{run}-"
     for name in classes:
         print(f"== {name} prompts ==")
         class_args = argparse.Namespace(**vars(args))
@@ -328,10 +331,10 @@ def main() -> None:
             print(f"\n{name} prompts\n{seeds_table(summary, parts, seeds)}")
             print(f"wrote {stem}.csv, .json, .png")
             continue
-        if not args.variants:
+        if args.variants is None:
             plot_auto(rows, "specdec auto (defaults)", stem.with_name(stem.name + "-auto.png"), title)
         print(f"\n{name} prompts\n{markdown_table(summary)}")
-        print(f"wrote {stem}.csv, .json, .png" + ("" if args.variants else ", -auto.png"))
+        print(f"wrote {stem}.csv, .json, .png" + ("" if args.variants is not None else ", -auto.png"))
 
 
 def markdown_table(summary: list[dict]) -> str:

@@ -1,7 +1,8 @@
 """The map-variant comparison of ``python -m bench.e2e --variants``: decoding with each variant
 trained by :mod:`bench.train_variants`, next to the bundled predictor.
 
-Per predictor (the bundled one and every FIRP variant in ``bench/variants/{model}/``): FIRP alone in
+Per predictor (the bundled one and every FIRP variant in ``bench/variants/{run}/``, the run being
+the model's name or ``{model}-code{N}``): FIRP alone in
 a static 5-node tree (its tau does not depend on the device's step cost), FIRP alone under
 ``tree="auto"``, and the defaults (FIRP + n-gram lookup, ``tree="auto"``), interleaved prompt by
 prompt with plain greedy and HF prompt lookup like every e2e run. Every variant ranks its pseudo
@@ -16,11 +17,11 @@ from specdec import FIRPDrafts, FuturePredictor, LookupDrafts, patch, unpatch
 VARIANTS_DIR = Path(__file__).resolve().parent / "variants"
 
 
-def load_variants(model_name: str, device, dtype) -> dict[str, tuple[FuturePredictor, dict]]:
-    """name -> (trained FIRP variant, its training result) of ``bench/variants/{model_name}``."""
-    folder = VARIANTS_DIR / model_name
+def load_variants(run: str, device, dtype) -> dict[str, tuple[FuturePredictor, dict]]:
+    """name -> (trained FIRP variant, its training result) of ``bench/variants/{run}``."""
+    folder = VARIANTS_DIR / run
     if not folder.is_dir():
-        raise SystemExit(f"no trained variants in {folder}: run python -m bench.train_variants --model {model_name} first")
+        raise SystemExit(f"no trained variants in {folder}: train them with python -m bench.train_variants first")
     found = {}
     for sub in sorted(p for p in folder.iterdir() if (p / "result.json").is_file()):
         config = json.loads((sub / "predictor_config.json").read_text())
