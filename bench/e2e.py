@@ -309,9 +309,9 @@ def main() -> None:
     if args.variants is not None:
         from bench.variant_compare import load_variants, variant_methods
 
-        run = args.variants or tag
-        table = variant_methods(args, model, predictor, load_variants(run, args.device, getattr(torch, args.dtype)))
-        kind = "variants-" if run == tag else f"variants-{run}-"
+        tag = args.variants or tag  # the results are named after the variants' training run
+        table = variant_methods(args, model, predictor, load_variants(tag, args.device, getattr(torch, args.dtype)))
+        kind = "variants-"
     for name in classes:
         print(f"== {name} prompts ==")
         class_args = argparse.Namespace(**vars(args))

@@ -22,6 +22,8 @@ per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{nam
 ``--code-sequences N`` adds N sequences of standard-library code (training files only, disjoint from
 the held-out ones; files in a fixed shuffled order) to SmolLM2's chat data: what more data, and
 data like the held-out code half, does. Such runs are named ``{model}-code{N}`` (variants, results).
+For SmolLM2 the report also scores every FIRP variant, as saved, and the shipped predictor on each
+half of the held-out set (chat, code).
 """
 
 import argparse
@@ -38,7 +40,7 @@ import torch  # noqa: E402
 
 from bench.common import RESULTS, cpu_model, environment  # noqa: E402
 from bench.train_seeds import data  # noqa: E402
-from specdec import load_demo  # noqa: E402
+from specdec import FuturePredictor, load_demo  # noqa: E402
 from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
 from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, new_source, read_curve, train_predictor  # noqa: E402
 from specdec.train_data import pack_texts  # noqa: E402
@@ -142,6 +144,21 @@ def train_one(args, model, train, held, name: str, bundled) -> dict:
     return result
 
 
+def halves(model, predictor, held: torch.Tensor, seq_len: int) -> dict[str, list[float]]:
+    """Top-1 per offset on each half of SmolLM2's held-out set (chat answers first, then code)."""
+    half = held.shape[0] // 2
+    return {part: evaluate_predictor(model, predictor, rows, seq_len=seq_len)["top1"] for part, rows in (("chat", held[:half]), ("code", held[half:]))}
+
+
+def add_halves(args, model, held, result: dict) -> None:
+    """Score a saved FIRP variant (fp16, as saved) on each half, once; kept in its ``result.json``."""
+    saved = VARIANTS_DIR / run_name(args) / result["name"]
+    if "halves" in result or json.loads((saved / "predictor_config.json").read_text()).get("source", "firp") != "firp":
+        return
+    result["halves"] = halves(model, FuturePredictor.from_pretrained(saved, dtype=torch.float32), held, args.seq_len)
+    (saved / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def plot(results: list[dict], path: Path, title: str) -> None:
     """Held-out top-1 at offsets 1 and 2 against training tokens, one line per variant."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
@@ -170,6 +187,10 @@ def main():
     args.positions = None if args.positions == "all" else int(args.positions)
     results = [train_one(args, model, train, held, name, bundled) for name in args.variants.split(",")]
     shipped = evaluate_predictor(model, bundled, held, seq_len=args.seq_len)
+    if args.model == "smollm2-135m":
+        shipped["halves"] = halves(model, bundled, held, args.seq_len)
+        for result in results:
+            add_halves(args, model, held, result)
     report = {
         "model": args.model, "code_sequences": args.code_sequences, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
         "init": args.init,
@@ -177,7 +198,7 @@ def main():
                    "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
                    "held_out_sequences": held.shape[0]},
         "results": results,
-        "shipped_predictor": {"top1": shipped["top1"], "top5": shipped["top5"], "kl": shipped["kl"]},
+        "shipped_predictor": {key: shipped[key] for key in ("top1", "top5", "kl", "halves") if key in shipped},
         "environment": environment(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
