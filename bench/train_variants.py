@@ -20,8 +20,10 @@ per step. Trained variants are saved in fp16 under ``bench/variants/{model}/{nam
 ``bench/results/variants-train-{model}.json`` and ``.png``.
 
 ``--code-sequences N`` adds N sequences of standard-library code (training files only, disjoint from
-the held-out ones; files in a fixed shuffled order) to SmolLM2's chat data: what more data, and
-data like the held-out code half, does. Such runs are named ``{model}-code{N}`` (variants, results).
+the held-out ones; files in a fixed shuffled order) to SmolLM2's chat data, and ``--extra-data``
+more distillation files (e.g. other samples of the same prompts, ``specdec distill --seed S``):
+what more data, and data like the held-out code half, does. Such runs are named
+``{model}-code{N}`` / ``{model}-extra{M}`` (M: the extra sequences) in variants and results.
 For SmolLM2 the report also scores every FIRP variant, as saved, and the shipped predictor on each
 half of the held-out set (chat, code).
 """
@@ -43,7 +45,7 @@ from bench.train_seeds import data  # noqa: E402
 from specdec import FuturePredictor, load_demo  # noqa: E402
 from specdec.demo_corpus import read_texts, stdlib_files  # noqa: E402
 from specdec.train import CHECKPOINT_STATE, TrainConfig, evaluate_predictor, new_source, read_curve, train_predictor  # noqa: E402
-from specdec.train_data import pack_texts  # noqa: E402
+from specdec.train_data import pack_texts, read_corpus  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -76,6 +78,7 @@ def parse_args():
     p.add_argument("--eval-sequences", type=int, default=24)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--code-sequences", type=int, default=0, help="stdlib training-code sequences added to the data")
+    p.add_argument("--extra-data", nargs="*", type=Path, default=[], help="more distillation JSONL files added to the data")
     args = p.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
@@ -98,8 +101,10 @@ def build(model, name: str, bundled, init: str):
 
 
 def run_name(args) -> str:
-    """The model's name, with the added code data if any (variants, checkpoints and results)."""
-    return f"{args.model}-code{args.code_sequences}" if args.code_sequences else args.model
+    """The model's name, with the added data if any (variants, checkpoints and results)."""
+    code = f"-code{args.code_sequences}" if args.code_sequences else ""
+    extra = f"-extra{args.extra_sequences}" if args.extra_sequences else ""
+    return args.model + code + extra
 
 
 def stdlib_code(tokenizer, model, count: int, seq_len: int) -> torch.Tensor:
@@ -183,6 +188,11 @@ def main():
     train, held = data(args, model, tokenizer)
     if args.code_sequences:
         train = torch.cat([train, stdlib_code(tokenizer, model, args.code_sequences, args.seq_len)])
+    args.extra_sequences = 0
+    if args.extra_data:
+        extra = pack_texts(read_corpus(args.extra_data), tokenizer, args.seq_len, model.config)
+        args.extra_sequences = extra.shape[0]
+        train = torch.cat([train, extra])
     print(f"{train.shape[0]} training and {held.shape[0]} held-out sequences of {args.seq_len} tokens")
     args.positions = None if args.positions == "all" else int(args.positions)
     results = [train_one(args, model, train, held, name, bundled) for name in args.variants.split(",")]
@@ -192,7 +202,8 @@ def main():
         for result in results:
             add_halves(args, model, held, result)
     report = {
-        "model": args.model, "code_sequences": args.code_sequences, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
+        "model": args.model, "code_sequences": args.code_sequences,
+        "extra_data": [str(path) for path in args.extra_data], "extra_sequences": args.extra_sequences, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
         "init": args.init,
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
                    "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
