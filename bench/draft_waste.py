@@ -17,12 +17,11 @@ never help, with the defaults otherwise; a folder is a saved FIRP predictor (e.g
 import argparse
 import collections
 import json
+from pathlib import Path
 
 import torch
 
 from bench.common import RESULTS, device_names, environment, timed_quietly
-from pathlib import Path
-
 from bench.e2e import class_prompts
 from specdec import FuturePredictor, load_demo, patch, stats, unpatch
 from specdec.planner import AutoPlanner

@@ -202,9 +202,9 @@ def main():
         for result in results:
             add_halves(args, model, held, result)
     report = {
-        "model": args.model, "code_sequences": args.code_sequences,
-        "extra_data": [str(path) for path in args.extra_data], "extra_sequences": args.extra_sequences, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(),
-        "init": args.init,
+        "model": args.model, "layer": bundled.layer, "k": bundled.k, "cpu": cpu_model(), "init": args.init,
+        "code_sequences": args.code_sequences, "extra_data": [str(path) for path in args.extra_data],
+        "extra_sequences": args.extra_sequences,
         "budget": {"steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "positions": args.positions,
                    "lr": args.lr, "adapter_lr": args.adapter_lr, "bf16": args.bf16, "train_sequences": train.shape[0],
                    "held_out_sequences": held.shape[0]},

@@ -1,8 +1,8 @@
 """The map-variant comparison of ``python -m bench.e2e --variants``: decoding with each variant
 trained by :mod:`bench.train_variants`, next to the bundled predictor.
 
-Per predictor (the bundled one and every FIRP variant in ``bench/variants/{run}/``, the run being
-the model's name or ``{model}-code{N}``): FIRP alone in
+Per predictor (the bundled one and every FIRP variant in ``bench/variants/{run}/``, a run of
+:mod:`bench.train_variants`: the model's name, or with the added data, e.g. ``{model}-code{N}``): FIRP alone in
 a static 5-node tree (its tau does not depend on the device's step cost), FIRP alone under
 ``tree="auto"``, and the defaults (FIRP + n-gram lookup, ``tree="auto"``), interleaved prompt by
 prompt with plain greedy and HF prompt lookup like every e2e run. Every variant ranks its pseudo
