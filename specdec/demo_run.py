@@ -3,7 +3,8 @@
 For each prompt the plain model's output and then the patched model's output are streamed
 to the terminal; each run is timed (after one short warm-up of both), and a line gives the
 tokens/s of each, tau, the speedup and whether the two outputs are identical token for token.
-The patch uses :func:`specdec.patch`'s defaults.
+The patch uses :func:`specdec.patch`'s defaults: with the demo's trained predictor (``source=
+"trained"``), or without one (``source="lookup"``: n-gram lookup drafts, nothing trained).
 """
 
 import time
@@ -45,15 +46,29 @@ def timed_generate(model, ids, max_new_tokens: int, streamer=None) -> tuple[torc
     return out, time.perf_counter() - start
 
 
-def run_demo(name: str = "smollm2-135m", max_new_tokens: int | None = None) -> dict:
-    """Print both outputs and the figures per prompt and overall; return the overall figures."""
+SOURCES = ("trained", "lookup")
+
+
+def run_demo(name: str = "smollm2-135m", max_new_tokens: int | None = None, source: str = "trained") -> dict:
+    """Print both outputs and the figures per prompt and overall; return the overall figures.
+
+    ``source``: ``"trained"`` patches with the demo's predictor, ``"lookup"`` with none (n-gram
+    lookup drafts only). ``max_new_tokens`` defaults to the demo's own setting.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     settings = DEMO_SETTINGS[name]
     max_new_tokens = max_new_tokens or settings["max_new_tokens"]
     model, tokenizer, predictor = load_demo(name)
+    if source == "lookup":
+        predictor = None
     config = model.config
+    drafts = "n-gram lookup only (no predictor)" if predictor is None else f"predictor: transfer layer {predictor.layer}, k={predictor.k}"
     print(f"specdec demo: {name} ({config.num_hidden_layers} layers, d={config.hidden_size}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, fp32), "
-          f"predictor: transfer layer {predictor.layer}, k={predictor.k}; {torch.get_num_threads()} CPU threads")
+          f"{drafts}; {torch.get_num_threads()} CPU threads")
     prompts = [prompt_ids(tokenizer, text, settings["chat"]) for text in settings["prompts"]]
     for patched in (False, True):  # warm-up
         patch(model, predictor) if patched else unpatch(model)

@@ -39,6 +39,7 @@ from .verification import rule_for
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 STATE_ATTR = "_specdec_state"
+STATS_ATTR = "_specdec_stats"  # the last patched call's DecodeStats (kept by unpatch)
 ASSISTED_KWARGS = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit", "custom_generate")
 # Model kwargs that do not change greedy decoding (``tokenizer`` is handed back by _generation_mode_kwargs).
 PASSIVE_MODEL_KWARGS = ("attention_mask", "position_ids", "use_cache", "logits_to_keep", "cache", "past_key_values", "tokenizer")
@@ -56,7 +57,6 @@ class PatchState:
     prepared: DraftSource
     prepared_for: tuple
     owner: object
-    last_stats: DecodeStats | None = None
     warned: set = field(default_factory=set)
 
 
@@ -74,17 +74,23 @@ class Tuning:
 _TUNING: "weakref.WeakKeyDictionary[object, Tuning]" = weakref.WeakKeyDictionary()
 
 
+class _NoPredictor:
+    """The owner :func:`patch` keeps ``tree="auto"``'s statistics under when it is given no predictor
+    (a class, so it can key the weak dictionary of :class:`Tuning`)."""
+
+
 class _Unsupported(Exception):
     """Raised inside ``generate`` before any work when the request needs the original decoding."""
 
 
-def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backend: str = "auto"):
+def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree="auto", backend: str = "auto"):
     """Make ``model.generate`` decode with speculative drafts (greedy or sampling); returns ``model``.
 
     Args:
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
-        predictor: a :class:`FuturePredictor` for this model (drafts from FIRP merged with n-gram
-            lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
+        predictor: None (the default: n-gram lookup drafts alone, ``LookupDrafts()``, which need no
+            training; ``tree`` must be ``"auto"``), a :class:`FuturePredictor` for this model (drafts
+            from FIRP merged with n-gram lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
             ``FIRPDrafts(predictor)`` for FIRP alone, :class:`MaskDrafts`, :class:`EarlyExitDrafts`).
         tree: ``"auto"`` (each step's tree chosen for the most tokens per second from acceptance
             statistics and this device's measured step cost; see :mod:`specdec.planner`), or a
@@ -96,16 +102,17 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
     Each ``generate`` call reads the model's modules afresh and checks them again, so later
     changes (attention implementation, dtype, device, a new LM head) are honoured or refused.
     """
-    if isinstance(predictor, FuturePredictor):
+    if predictor is None or isinstance(predictor, FuturePredictor):
         source = LookupDrafts(predictor)
     elif isinstance(predictor, DraftSource):
         source = predictor
     else:
-        raise TypeError(f"predictor must be a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
+        raise TypeError(f"predictor must be None, a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
     check_backend(backend)
-    shape = None if isinstance(tree, str) and tree == "auto" else TreeShape.resolve(tree, source.depth)
-    if shape is not None and shape.num_nodes and not source.depth:
+    static = not (isinstance(tree, str) and tree == "auto")
+    if static and not source.depth:
         raise ValueError("static trees draft from ranked candidates (pseudo rows or an early exit), and this source has none: use tree='auto'")
+    shape = TreeShape.resolve(tree, source.depth) if static else None
     parts = _validated(model, source, shape)
     wrapped_name(unwrapped_name(model.config._attn_implementation))  # refuses flash/flex/... before any change
     prepared = source.prepared(model, backend)
@@ -113,14 +120,17 @@ def patch(model, predictor: "FuturePredictor | DraftSource", tree="auto", backen
     reason = ensure_wrapped(model, parts.layers)
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), predictor))
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), predictor or _NoPredictor))
+    setattr(model, STATS_ATTR, None)
     for name in _OVERRIDES:
         setattr(model, name, _Override(model, name))
     return model
 
 
 def unpatch(model):
-    """Restore the original ``generate`` and the attention implementation the model now wraps; returns ``model``."""
+    """Restore the original ``generate`` and the attention implementation the model now wraps; returns ``model``.
+
+    :func:`stats` still answers with the last patched call's statistics afterwards."""
     if getattr(model, STATE_ATTR, None) is None:
         return model
     current = model.config._attn_implementation
@@ -137,11 +147,11 @@ def is_patched(model) -> bool:
 
 
 def stats(model) -> DecodeStats | None:
-    """Statistics of the last ``generate`` call of a patched model (None before the first)."""
-    state = getattr(model, STATE_ATTR, None)
-    if state is None:
-        raise ValueError("model is not patched with specdec.patch()")
-    return state.last_stats
+    """Statistics of the last ``generate`` call since the latest :func:`patch` (None before the first),
+    the same after :func:`unpatch`; ``ValueError`` for a model that was never patched."""
+    if not hasattr(model, STATS_ATTR):
+        raise ValueError("model was never patched with specdec.patch(): it has no specdec statistics")
+    return getattr(model, STATS_ATTR)
 
 
 def _validated(model, source: DraftSource, shape: TreeShape | None) -> ModelParts:
@@ -198,7 +208,7 @@ def _patched_generate(model, *args, **kwargs):
     if reason not in state.warned:
         state.warned.add(reason)
         warnings.warn(f"specdec: {reason}; running the original generate instead", stacklevel=2)
-    state.last_stats = DecodeStats(fallback=reason)
+    setattr(model, STATS_ATTR, DecodeStats(fallback=reason))
     return type(model).generate(model, *args, **kwargs)
 
 
@@ -259,7 +269,7 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
     if specdec_streamer is not None:
         specdec_streamer.end()
-    state.last_stats = run_stats
+    setattr(model, STATS_ATTR, run_stats)
     # Plain decoding appends int64 tokens with torch.cat, which promotes narrower ids (int32) to int64.
     return sequence.to(torch.promote_types(input_ids.dtype, torch.int64))
 

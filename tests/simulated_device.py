@@ -19,10 +19,11 @@ def simulate_steps(monkeypatch, seconds: Callable[[int], float]) -> None:
     monkeypatch.setattr(AutoPlanner, "observe_seconds", simulated)
 
 
-def pin_cost(model, monkeypatch, seconds: Callable[[int], float], measured: bool = True) -> None:
-    """Give ``model``'s greedy planner the step-cost curve ``seconds(rows)`` and a device that runs
-    to it. ``measured=False`` leaves the single-row step unmeasured (the first step is plain)."""
+def pin_cost(model, monkeypatch, seconds: Callable[[int], float], measured: bool = True, regime: str = "greedy") -> None:
+    """Give ``model``'s planner of ``regime`` (``"greedy"`` or ``"sample"``) the step-cost curve
+    ``seconds(rows)`` and a device that runs to it. ``measured=False`` leaves the single-row step
+    unmeasured (the first step is plain)."""
     param = model.get_input_embeddings().weight
     cost = StepCost.measured(seconds) if measured else StepCost.shaped(seconds)
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, "greedy")] = cost
+    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, regime)] = cost
     simulate_steps(monkeypatch, seconds)

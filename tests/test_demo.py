@@ -1,5 +1,6 @@
 """The bundled 9M demo model loads offline and decodes exactly under the patch."""
 
+import pytest
 import torch
 
 import specdec
@@ -15,3 +16,19 @@ def test_demo_assets_load_and_decode_exactly():
     specdec.patch(model, specdec.FIRPDrafts(predictor), tree="default")  # FIRP alone, a fixed tree
     assert torch.equal(model.generate(ids, max_new_tokens=48, do_sample=False), expected)
     assert specdec.stats(model).tau > 1.5
+
+
+def test_demo_runs_without_a_predictor(capsys):
+    from specdec.demo_run import run_demo
+
+    summary = run_demo("stdlib-9m", max_new_tokens=12, source="lookup")
+    assert summary["identical"]
+    assert "n-gram lookup only (no predictor)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(source="firp"), "source must be one of"), (dict(max_new_tokens=0), "max_new_tokens must be >= 1")])
+def test_demo_refuses_bad_settings(kwargs, message):
+    from specdec.demo_run import run_demo
+
+    with pytest.raises(ValueError, match=message):
+        run_demo("stdlib-9m", **kwargs)

@@ -210,6 +210,23 @@ def test_refusal_keeps_an_existing_patch(model, predictor):
     assert max(specdec.stats(model).nodes) == 3
 
 
-def test_stats_of_unpatched_model_raises(model):
-    with pytest.raises(ValueError, match="not patched"):
-        specdec.stats(model)
+def test_stats_of_a_never_patched_model_raises():
+    with pytest.raises(ValueError, match="never patched"):
+        specdec.stats(tiny_model("llama-gqa"))
+
+
+def test_stats_are_kept_by_unpatch_and_reset_by_patch(model, predictor):
+    specdec.patch(model, predictor)
+    assert specdec.stats(model) is None
+    specdec.unpatch(model)
+    assert specdec.stats(model) is None  # before the first call, patched or not
+    specdec.patch(model, predictor)
+    model.generate(prompt(model, 4, seed=2), max_new_tokens=6, do_sample=False)
+    last = specdec.stats(model)
+    assert last is not None and last.new_tokens == 6
+    specdec.unpatch(model)
+    assert specdec.stats(model) is last
+    model.generate(prompt(model, 4, seed=2), max_new_tokens=3, do_sample=False)  # plain: not a specdec call
+    assert specdec.stats(model) is last
+    specdec.patch(model, predictor)
+    assert specdec.stats(model) is None

@@ -23,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import specdec
 from specdec import Candidates, DraftSource, FIRPDrafts, FuturePredictor
 from specdec import verification
+from simulated_device import pin_cost
 from stats_checks import chi_square
 
 VOCAB, NEW, SAMPLES = 12, 3, 1500
@@ -173,3 +174,17 @@ def test_outcome_space_is_small_enough_for_the_test():
     dist = exact_distribution(model, processors_of(model, temperature=1.0))
     covered = sum(p for p in dist.values() if SAMPLES * p >= 5)
     assert covered > 0.65 and len(list(itertools.islice(dist, 2))) == 2
+
+
+def test_lookup_alone_matches_plain_distribution(monkeypatch):
+    """``specdec.patch(model)`` (n-gram lookup drafts, no predictor) under sampling: drafted chains
+    are verified by the same rule, so the output is distributed as plain sampling."""
+    model = sharp_model()
+    settings = SETTINGS["t1.0"]
+    dist = exact_distribution(model, processors_of(model, **settings))
+    pin_cost(model, monkeypatch, lambda rows: 0.01 * (1 + 0.01 * rows), regime="sample")
+    specdec.patch(model)
+    counts, steps = sample_counts(model, settings, SAMPLES)
+    statistic, critical = chi_square(counts, dist, SAMPLES)
+    assert statistic < critical, f"chi-square {statistic:.1f} >= {critical:.1f}"
+    assert steps < 0.98 * NEW * SAMPLES  # lookup chains were drafted and some accepted (4392 of 4500 steps when written)

@@ -36,20 +36,25 @@ class NgramIndex:
 
 
 class LookupDrafts(WrappingSource):
-    """Adds an n-gram lookup chain to another source's candidates.
+    """Adds an n-gram lookup chain to another source's candidates, or drafts from the chain alone.
 
     Each step, :class:`NgramIndex` finds what followed the latest earlier occurrence of the text's
     last ``max_ngram..min_ngram`` tokens; up to ``chain_depth`` of those tokens become the
     :attr:`Candidates.chain`, which ``tree="auto"`` may follow deeper than ``k`` and static trees
     merge as the rank-0 candidate of each depth they reach. Pass a :class:`FuturePredictor` to merge
     with FIRP: ``specdec.patch(model, LookupDrafts(predictor))`` (``patch`` does this by default).
+    Without ``inner`` (``LookupDrafts()``, what ``specdec.patch(model)`` uses) the chain is the only
+    draft: no training, no pseudo rows, a step runs the root and the chain's nodes only; it needs
+    ``tree="auto"`` (static trees draft from ranked candidates).
     """
 
-    def __init__(self, inner: "DraftSource | FuturePredictor", max_ngram: int = 3, min_ngram: int = 1, chain_depth: int = 10):
+    def __init__(self, inner: "DraftSource | FuturePredictor | None" = None, max_ngram: int = 3, min_ngram: int = 1, chain_depth: int = 10):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, max_ngram={max_ngram}")
         if isinstance(chain_depth, bool) or not isinstance(chain_depth, int) or chain_depth < 1:
             raise ValueError(f"chain_depth must be an int >= 1, got {chain_depth!r}")
+        if inner is None:
+            inner = DraftSource()  # no pseudo rows, no ranking
         super().__init__(FIRPDrafts(inner) if isinstance(inner, FuturePredictor) else inner)
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
         self.chain_depth = chain_depth
