@@ -115,6 +115,8 @@ def methods(args, model, predictor):
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
     runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
+    if args.zero_training:  # patch(model): n-gram lookup alone, nothing trained
+        runs.append(("auto", None, ", no predictor (lookup only)"))
     if predictor.draft_vocab is not None:  # what its draft vocabulary saves: the same without it
         whole = copy.deepcopy(predictor)
         whole.draft_vocab = None
@@ -271,6 +273,8 @@ def main() -> None:
                         help="static trees run with n-gram lookup merged into the FIRP drafts (specdec.LookupDrafts)")
     parser.add_argument("--identity-check", action=argparse.BooleanOptionalAction, default=True,
                         help="also run tree='auto' with an untrained identity predictor and no lookup (useless drafts)")
+    parser.add_argument("--zero-training", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run specdec.patch(model) with no predictor (n-gram lookup drafts alone)")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[0.7, 1.0],
                         help="also run do_sample=True at these temperatures: plain sampling and the specdec defaults")

@@ -75,11 +75,7 @@ class PseudoRowAdapters(nn.Module):
     def for_model(cls, model, rank: int, first: int, layers=None) -> "PseudoRowAdapters":
         """New adapters for ``model``'s layers ``layers`` (default: every layer from ``first``, the
         first one the pseudo rows pass through), in the model's device and dtype."""
-        num_layers = model.config.num_hidden_layers
-        layers = list(range(first, num_layers)) if layers is None else list(layers)
-        if not layers:
-            raise ValueError(f"no layers to adapt: pseudo rows entering after layer {first - 1} pass through none of the {num_layers}")
-        check_range(layers, first, num_layers)
+        layers = adapted_layers(layers, first, model.config.num_hidden_layers)
         adapters = cls(rank, layers, projection_shapes(model.model.layers[layers[0]]))
         param = model.get_input_embeddings().weight
         return adapters.to(device=param.device, dtype=param.dtype)
@@ -165,6 +161,16 @@ def projection_shapes(decoder_layer: nn.Module) -> dict[str, tuple[int, int]]:
     if not shapes:
         raise ValueError(f"{type(decoder_layer).__name__} has none of the projections adapters attach to ({', '.join(PROJECTIONS)})")
     return shapes
+
+
+def adapted_layers(layers, first: int, num_layers: int) -> list[int]:
+    """The layers adapters go on in a ``num_layers``-layer model whose pseudo rows enter at layer
+    ``first``: ``layers`` (None: every one from ``first``), checked; ``ValueError`` when there are none."""
+    layers = list(range(first, num_layers)) if layers is None else list(layers)
+    if not layers:
+        raise ValueError(f"no layers to adapt: pseudo rows entering after layer {first - 1} pass through none of the {num_layers}")
+    check_range(layers, first, num_layers)
+    return layers
 
 
 def check_range(layers, first: int, num_layers: int) -> None:

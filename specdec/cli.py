@@ -2,24 +2,63 @@
 
 ``--model`` takes a local Hugging Face folder or a demo name (``smollm2-135m``, ``stdlib-9m``);
 nothing is downloaded. Bad input ends in one ``error:`` line and exit status 2 (see
-:mod:`specdec.cli_inputs`).
+:mod:`specdec.cli_inputs`), found before anything is loaded: the arguments that need no model
+first, then those that need the model's shape against its ``config.json``, then the corpus files.
 """
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .cli_inputs import ACCEPTED_MODELS, check_train_output, checked_device, model_folder, tokenizer_folder
+from .adapters import adapted_layers
+from .cli_inputs import (
+    ACCEPTED_MODELS,
+    Bound,
+    check_bounds,
+    check_train_output,
+    checked_device,
+    config_int,
+    flag_errors,
+    model_config,
+    model_folder,
+    parse_positions,
+    tokenizer_folder,
+)
 from .demo import DEFAULT_DEMO, DEMOS
 from .draft_vocab import DraftVocabulary
-from .tree import parse_tree_arg
+from .maps import check_earlier_layer, default_earlier_layer
+from .predictor import check_layer, default_layer
+from .train import TrainConfig
+from .train_data import check_seq_len
+from .tree import TreeShape, parse_tree_arg
 
 SOURCES = ("firp", "mask", "exit")
 MAPS = ("linear", "mlp", "multi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEMO_SOURCES = ("trained", "lookup")
+TRAIN_BOUNDS = (
+    Bound("--k", 1),
+    Bound("--steps", 1),
+    Bound("--batch-size", 1),
+    Bound("--seq-len", 2),
+    Bound("--lr", 0, above=True),
+    Bound("--adapter-lr", 0, above=True),
+    Bound("--layer", 0),
+    Bound("--earlier-layer", -1, note=" (-1: the embeddings)"),
+    Bound("--map-width", 1),
+    Bound("--adapter-rank", 0, note=" (0: no adapters)"),
+    Bound("--draft-vocab", 0, note=" (0: the whole vocabulary)"),
+    Bound("--checkpoint-every", 1),
+    Bound("--eval-every", 0, note=" (0: no curve)"),
+    Bound("--tau-prompts", 0, note=" (0: no tau)"),
+    Bound("--max-new-tokens", 1),
+)
+DISTILL_BOUNDS = (Bound("--temperature", 0, note=" (0: greedy)"), Bound("--max-new-tokens", 1), Bound("--batch-size", 1), Bound("--samples", 1))
+DEMO_BOUNDS = (Bound("--max-new-tokens", 1),)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(SPACE on a frozen model); exit: early-exit heads (SPEED's early-layer guess)")
     layers = train.add_mutually_exclusive_group()
     layers.add_argument("--layer", type=int, help="transfer layer (firp, default: L // 4) or exit layer (exit, default: L // 2)")
-    layers.add_argument("--layers", help="comma-separated transfer layers to sweep (firp); the best is saved")
+    layers.add_argument("--layers", help="transfer layers to sweep (firp), e.g. 2,4,6 or 2-6; the best is saved")
     train.add_argument("--k", type=int, default=3, help="future offsets (draft depth)")
     train.add_argument("--map", choices=MAPS, default="linear",
                        help="firp's map: linear (the paper's), mlp (plus a residual MLP per offset), "
@@ -74,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=0, help="record held-out accuracy every N steps (checkpoint-dir/curve.jsonl)")
     train.add_argument("--tau-prompts", type=int, default=4, help="held-out prompts decoded to measure tau (0: skip)")
     train.add_argument("--max-new-tokens", type=int, default=64)
-    train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name or node count for tau")
+    train.add_argument("--tree", type=parse_tree_arg, default="default", help="tree name (chain, default, wide, auto) or node count for tau")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N, ...")
 
@@ -92,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N, ...")
 
     demo = commands.add_parser("demo", help="plain vs patched generation on a demo model")
-    demo.add_argument("--name", choices=DEMOS, default=DEFAULT_DEMO)
+    demo.add_argument("--model", choices=DEMOS, default=DEFAULT_DEMO, help="the demo model")
+    demo.add_argument("--name", choices=DEMOS, dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # --model's old name
+    demo.add_argument("--source", choices=DEMO_SOURCES, default="trained",
+                      help="trained: the demo's trained predictor (with n-gram lookup); lookup: n-gram lookup drafts only, no predictor")
     demo.add_argument("--max-new-tokens", type=int, default=None, help="default: per demo")
     return parser
 
@@ -113,8 +155,10 @@ def load_model(folder: Path, tokenizer: Path, device: torch.device, dtype: str):
 
 
 def run_distill(args) -> None:
+    """Check the numbers and read the prompts, then load the model and append its responses to ``--out``."""
     from .distill import distill, read_prompts
 
+    check_bounds(args, DISTILL_BOUNDS)
     records = read_prompts(args.prompts)
     model, tokenizer = load_model(*checked_inputs(args), args.dtype)
     written = distill(
@@ -124,33 +168,63 @@ def run_distill(args) -> None:
     print(f"wrote {written} responses to {args.out}")
 
 
-def run_train(args) -> None:
-    from .sweep import best_layer, format_table, measure_tau, sweep_layers
-    from .train import TrainConfig, evaluate_predictor, new_source, train_predictor
-    from .train_data import as_sequences, read_corpus
+@dataclass
+class TrainPlan:
+    """What ``train``'s arguments ask for, checked and parsed before anything is loaded."""
 
+    options: dict
+    """:func:`~specdec.train.new_source`'s map and adapter options."""
+    sweep: list[int] | None
+    """The ``--layers`` to sweep, or None."""
+    config: TrainConfig
+    out: Path
+    checkpoints: Path
+
+
+def run_train(args) -> None:
+    """Check every argument (those that need the model's shape against its ``config.json``), read the
+    corpus, then load the model, train and save."""
+    from .train_data import read_corpus
+
+    plan = train_plan(args)
+    folder, tokenizer_dir, device = checked_inputs(args)
+    check_model_config(args, plan, model_config(folder))
+    texts = read_corpus(args.data, args.text_field)
+    held_out_texts = read_corpus(args.eval_data, args.text_field) if args.eval_data else None
+    model, tokenizer = load_model(folder, tokenizer_dir, device, args.dtype)
+    sequences, held_out = training_sequences(model, tokenizer, texts, held_out_texts, args.seq_len)
+    prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
+    print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
+    predictor, scores, tau, sweep = train_source(args, plan, model, sequences, held_out, prompts)
+    module = getattr(predictor, "module", predictor)
+    if args.draft_vocab:
+        counts = torch.bincount(sequences.flatten(), minlength=model.config.vocab_size)
+        module.draft_vocab = DraftVocabulary.most_frequent(counts, min(args.draft_vocab, counts.numel()))
+    predictor.save_pretrained(plan.out)
+    saved = module.config_dict()
+    report = {"source": args.source, "layer": module.layer, "k": module.k, "map": saved.get("map"), "adapters": saved.get("adapters"),
+              **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
+    if sweep:
+        report["sweep"] = sweep
+    (plan.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved predictor to {plan.out}: " + json.dumps(report))
+
+
+def train_plan(args) -> TrainPlan:
+    """``train``'s arguments that need no model, checked (``ValueError`` naming the flag) and parsed."""
+    check_bounds(args, TRAIN_BOUNDS)
     if args.layers and args.source != "firp":
         raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
     if args.source == "mask" and args.layer is not None:
         raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
-    if args.draft_vocab < 0:
-        raise ValueError(f"--draft-vocab must be >= 0 (0: the whole vocabulary), got {args.draft_vocab}")
     if args.draft_vocab and args.source != "firp":
         raise ValueError("--draft-vocab ranks FIRP's pseudo rows: it does not apply to --source " + args.source)
-    source_options = checked_source_options(args)
-    out = Path(args.out)
-    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
-    check_train_output(out, checkpoints, args.resume, args.force)
-    model, tokenizer = load_model(*checked_inputs(args), args.dtype)
-    sequences = as_sequences(model, read_corpus(args.data, args.text_field), tokenizer, args.seq_len)
-    if args.eval_data:
-        held_out = as_sequences(model, read_corpus(args.eval_data, args.text_field), tokenizer, args.seq_len)
-    else:
-        if sequences.shape[0] < 2:
-            raise ValueError("need at least two sequences of --seq-len tokens to hold one out; pass --eval-data")
-        cut = max(1, sequences.shape[0] // 20)
-        sequences, held_out = sequences[:-cut], sequences[-cut:]
-    prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
+    if args.seq_len < args.k + 2:
+        raise ValueError(f"--seq-len {args.seq_len} is too short for --k {args.k}: sequences need at least k + 2 = {args.k + 2} tokens")
+    if args.tree != "auto":
+        with flag_errors("--tree"):
+            TreeShape.resolve(args.tree, args.k)
+    options = checked_source_options(args)
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -158,44 +232,85 @@ def run_train(args) -> None:
         lr=args.lr,
         adapter_lr=args.adapter_lr,
         loss=args.loss,
-        positions=None if args.positions == "all" else int(args.positions),
+        positions=parse_positions(args.positions),
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         bf16=args.bf16,
         eval_every=args.eval_every,
     )
-    print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
-    if args.layers:
-        layers = [int(x) for x in args.layers.split(",")]
-        config.checkpoint_dir = str(checkpoints / "sweep")
+    out = Path(args.out)
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoints"
+    check_train_output(out, checkpoints, args.resume, args.force)
+    return TrainPlan(options, parse_layers(args.layers, "--layers"), config, out, checkpoints)
+
+
+def check_model_config(args, plan: TrainPlan, config: dict) -> None:
+    """``--seq-len`` and the layer arguments against the model's ``config.json`` (the fields it has)."""
+    with flag_errors("--seq-len"):
+        check_seq_len(args.seq_len, config_int(config, "max_position_embeddings"))
+    num_layers = config_int(config, "num_hidden_layers")
+    if num_layers is not None:
+        check_layers(args, plan, num_layers)
+
+
+def check_layers(args, plan: TrainPlan, num_layers: int) -> None:
+    """``--layers``, ``--layer``, ``--earlier-layer`` and ``--adapter-layers`` against a ``num_layers``-layer model."""
+    for layer in plan.sweep or ():
+        with flag_errors("--layers"):
+            check_layer(layer, num_layers)
+    if args.source == "exit":
+        if args.layer is not None:  # the default, L // 2, is one of the model's
+            with flag_errors("--layer"):
+                check_layer(args.layer, num_layers, "exit layer")
+        return
+    layer = -1 if args.source == "mask" else default_layer(num_layers) if args.layer is None else args.layer
+    if args.source == "firp":
+        with flag_errors("--layer"):
+            check_layer(layer, num_layers)
+    if args.map == "multi":
+        with flag_errors("--earlier-layer"):
+            check_earlier_layer(default_earlier_layer(layer) if args.earlier_layer is None else args.earlier_layer, layer)
+    if args.adapter_rank:
+        with flag_errors("--adapter-layers" if args.adapter_layers else "--adapter-rank"):
+            adapted_layers(plan.options["adapter_layers"], layer + 1, num_layers)
+
+
+def training_sequences(model, tokenizer, texts: list[str], held_out_texts: list[str] | None, seq_len: int):
+    """``(training, held-out)`` packed sequences: the held-out texts', or the last 5% of the training ones."""
+    from .train_data import as_sequences
+
+    sequences = as_sequences(model, texts, tokenizer, seq_len)
+    if held_out_texts is not None:
+        return sequences, as_sequences(model, held_out_texts, tokenizer, seq_len)
+    if sequences.shape[0] < 2:
+        raise ValueError("need at least two sequences of --seq-len tokens to hold one out; pass --eval-data")
+    cut = max(1, sequences.shape[0] // 20)
+    return sequences[:-cut], sequences[-cut:]
+
+
+def train_source(args, plan: TrainPlan, model, sequences, held_out, prompts):
+    """Train the source (or sweep ``plan.sweep``); ``(predictor, scores, tau, sweep rows or None)``."""
+    from .sweep import best_layer, format_table, measure_tau, sweep_layers
+    from .train import evaluate_predictor, new_source, train_predictor
+
+    config = plan.config
+    if plan.sweep:
+        config.checkpoint_dir = str(plan.checkpoints / "sweep")
         results = sweep_layers(
-            model, sequences, held_out, layers, args.k, config=config, prompts=prompts, max_new_tokens=args.max_new_tokens, tree=args.tree
+            model, sequences, held_out, plan.sweep, args.k, config=config, prompts=prompts, max_new_tokens=args.max_new_tokens, tree=args.tree
         )
         print(format_table(results))
         best = best_layer(results)
         print(f"best transfer layer: {best.layer}")
-        predictor, scores, tau = best.predictor, {"top1": best.top1, "top5": best.top5}, best.tau
         sweep = [{"layer": r.layer, "top1": r.top1, "top5": r.top5, "tau": r.tau} for r in results]
-    else:
-        config.checkpoint_dir = str(checkpoints)
-        predictor = new_source(model, args.source, args.layer, args.k, **source_options)
-        predictor = train_predictor(model, sequences, config=config, predictor=predictor, eval_data=held_out)
-        scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
-        tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
-        sweep = None
-    module = getattr(predictor, "module", predictor)
-    if args.draft_vocab:
-        counts = torch.bincount(sequences.flatten(), minlength=model.config.vocab_size)
-        module.draft_vocab = DraftVocabulary.most_frequent(counts, min(args.draft_vocab, counts.numel()))
-    predictor.save_pretrained(out)
-    saved = module.config_dict()
-    report = {"source": args.source, "layer": module.layer, "k": module.k, "map": saved.get("map"), "adapters": saved.get("adapters"),
-              **{key: scores[key] for key in ("top1", "top5")}, "tau": tau}
-    if sweep:
-        report["sweep"] = sweep
-    (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved predictor to {out}: " + json.dumps(report))
+        return best.predictor, {"top1": best.top1, "top5": best.top5}, best.tau, sweep
+    config.checkpoint_dir = str(plan.checkpoints)
+    predictor = new_source(model, args.source, args.layer, args.k, **plan.options)
+    predictor = train_predictor(model, sequences, config=config, predictor=predictor, eval_data=held_out)
+    scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
+    tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
+    return predictor, scores, tau, None
 
 
 def checked_source_options(args) -> dict:
@@ -206,8 +321,6 @@ def checked_source_options(args) -> dict:
     for flag, value, kind in (("--map-width", args.map_width, "mlp"), ("--earlier-layer", args.earlier_layer, "multi")):
         if value is not None and args.map != kind:
             raise ValueError(f"{flag} is an option of --map {kind}")
-    if args.adapter_rank < 0:
-        raise ValueError(f"--adapter-rank must be >= 0, got {args.adapter_rank}")
     if args.adapter_rank and args.source == "exit":
         raise ValueError("an early exit's states skip the later layers: adapters do not apply to --source exit")
     if args.adapter_layers is not None and not args.adapter_rank:
@@ -222,8 +335,9 @@ def checked_source_options(args) -> dict:
     return options
 
 
-def parse_layers(text: str | None) -> list[int] | None:
-    """``"5-9"``, ``"5,7,9"`` or a mix (``"1,4-6"``) -> the layers, in order; None for None."""
+def parse_layers(text: str | None, flag: str = "--adapter-layers") -> list[int] | None:
+    """``"5-9"``, ``"5,7,9"`` or a mix (``"1,4-6"``) -> the layers, in order; None for None.
+    ``ValueError`` naming ``flag`` for anything else, a negative layer or a layer named twice."""
     if text is None:
         return None
     layers = []
@@ -232,9 +346,12 @@ def parse_layers(text: str | None) -> list[int] | None:
             first, dash, last = part.strip().partition("-")
             layers.extend(range(int(first), int(last) + 1) if dash else [int(first)])
     except ValueError:
-        raise ValueError(f"--adapter-layers takes layers like 5-9 or 5,7,9, got {text!r}") from None
+        raise ValueError(f"{flag} takes layers like 5-9 or 5,7,9 (each >= 0), got {text!r}") from None
     if not layers:
-        raise ValueError(f"--adapter-layers names no layer: {text!r}")
+        raise ValueError(f"{flag} names no layer: {text!r}")
+    twice = sorted({layer for layer in layers if layers.count(layer) > 1})
+    if twice:
+        raise ValueError(f"{flag} names layer {twice[0]} more than once: {text!r}")
     return layers
 
 
@@ -246,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "distill":
             run_distill(args)
         else:
+            check_bounds(args, DEMO_BOUNDS)
             from .demo_run import run_demo
 
-            run_demo(args.name, max_new_tokens=args.max_new_tokens)
+            run_demo(args.model, max_new_tokens=args.max_new_tokens, source=args.source)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -94,8 +94,7 @@ class MultiLayerPredictor(FuturePredictor):
 
     def __init__(self, hidden_size: int, k: int, layer: int, fingerprint: dict, earlier_layer: int, adapters=None):
         super().__init__(hidden_size, k, layer, fingerprint, adapters)
-        if not is_int(earlier_layer) or not -1 <= earlier_layer < layer:
-            raise ValueError(f"the earlier layer must be an int in [-1, {layer - 1}] (below the transfer layer {layer}), got {earlier_layer!r}")
+        check_earlier_layer(earlier_layer, layer)
         self.earlier_layer = earlier_layer
         self.earlier_weight = nn.Parameter(torch.zeros(k, hidden_size, hidden_size))
 
@@ -108,8 +107,7 @@ class MultiLayerPredictor(FuturePredictor):
         """An untrained two-layer map (it starts as the identity map of ``layer``'s output); the earlier
         layer defaults to half-way to ``layer`` (the embeddings for ``layer`` 0)."""
         if earlier_layer is None:
-            resolved = default_layer(model) if layer is None else layer
-            earlier_layer = resolved // 2 if resolved > 0 else -1
+            earlier_layer = default_earlier_layer(default_layer(model.config.num_hidden_layers) if layer is None else layer)
         return super().for_model(model, layer, k, adapter_rank=adapter_rank, adapter_layers=adapter_layers, earlier_layer=earlier_layer)
 
     def split(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +132,18 @@ class MultiLayerPredictor(FuturePredictor):
     @classmethod
     def read_map_options(cls, config: dict, file: Path) -> dict:
         return {"earlier_layer": read_int(config, "earlier_layer", file, -1)}
+
+
+def default_earlier_layer(layer: int) -> int:
+    """:class:`MultiLayerPredictor`'s default earlier layer for transfer layer ``layer``: half-way to it
+    (the embeddings, -1, for layer 0)."""
+    return layer // 2 if layer > 0 else -1
+
+
+def check_earlier_layer(earlier_layer: int, layer: int) -> None:
+    """Raise ``ValueError`` unless ``earlier_layer`` is below the transfer layer ``layer`` (-1: the embeddings)."""
+    if not is_int(earlier_layer) or not -1 <= earlier_layer < layer:
+        raise ValueError(f"the earlier layer must be an int in [-1, {layer - 1}] (below the transfer layer {layer}), got {earlier_layer!r}")
 
 
 MAP_CLASSES = {"linear": FuturePredictor, "mlp": MLPPredictor, "multi": MultiLayerPredictor}

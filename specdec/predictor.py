@@ -87,7 +87,7 @@ class FuturePredictor(nn.Module):
         after ``layer``); ``options`` are the constructor's own (a richer map's).
         """
         config = model.config
-        layer = default_layer(model) if layer is None else layer
+        layer = default_layer(config.num_hidden_layers) if layer is None else layer
         check_layer(layer, config.num_hidden_layers)
         adapters = adapters_for(model, adapter_rank, adapter_layers, layer + 1)
         param = next(model.parameters())
@@ -178,9 +178,9 @@ def read_draft_vocab(file: Path) -> DraftVocabulary | None:
         raise ValueError(f"corrupted draft vocabulary {file}: {err}") from None
 
 
-def default_layer(model) -> int:
-    """FIRP's default transfer layer: ``L // 4``."""
-    return model.config.num_hidden_layers // 4
+def default_layer(num_layers: int) -> int:
+    """FIRP's default transfer layer of a ``num_layers``-layer model: ``L // 4``."""
+    return num_layers // 4
 
 
 def apply_maps(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -228,9 +228,10 @@ def save(path: str | Path, config: dict, tensors: dict) -> None:
     (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def check_layer(layer: int, num_layers: int) -> None:
+def check_layer(layer: int, num_layers: int, what: str = "transfer layer") -> None:
+    """Raise ``ValueError`` unless ``layer`` is one of a ``num_layers``-layer model's (``what`` names it)."""
     if not is_int(layer) or not 0 <= layer < num_layers:
-        raise ValueError(f"transfer layer must be an int in [0, {num_layers - 1}] for a {num_layers}-layer model, got {layer!r}")
+        raise ValueError(f"{what} must be an int in [0, {num_layers - 1}] for a {num_layers}-layer model, got {layer!r}")
 
 
 def read_config(path: Path, source: str) -> dict:

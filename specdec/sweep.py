@@ -7,7 +7,7 @@ import torch
 
 from .drafts import FIRPDrafts
 from .patching import is_patched, patch, stats, unpatch
-from .predictor import FuturePredictor
+from .predictor import FuturePredictor, check_layer
 from .train import TrainConfig, evaluate_predictor, train_predictor
 
 
@@ -56,9 +56,12 @@ def sweep_layers(
 ) -> list[LayerResult]:
     """Train and evaluate a predictor at each of ``layers``; tau needs ``prompts``.
 
-    With ``config.checkpoint_dir`` set, layer ``t`` checkpoints into its sub-folder ``layer-t``.
+    With ``config.checkpoint_dir`` set, layer ``t`` checkpoints into its sub-folder ``layer-t``. A layer
+    the model does not have is refused (``ValueError``) before any training.
     """
     config = config or TrainConfig()
+    for layer in layers:  # every layer before the first is trained
+        check_layer(layer, model.config.num_hidden_layers)
     results = []
     for layer in layers:
         layer_config = config

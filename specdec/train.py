@@ -85,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"loss must be 'kl' or 'ce', got {self.loss!r}")
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
             raise ValueError("steps and batch_size must be >= 1 and seq_len >= 2")
+        if self.checkpoint_every < 1 or self.eval_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 1 and eval_every >= 0 (0: no curve), got {self.checkpoint_every} and {self.eval_every}")
+        if not self.lr > 0 or (self.adapter_lr is not None and not self.adapter_lr > 0):
+            raise ValueError(f"lr and adapter_lr must be > 0, got {self.lr} and {self.adapter_lr}")
 
 
 class PrefixCache:

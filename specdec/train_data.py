@@ -1,19 +1,26 @@
 """Training data for the predictor: corpus files, tokenisation, packing, batches."""
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
+# Control characters other than whitespace (tab, newline, vertical tab, form feed, carriage return).
+CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+MAX_CONTROL_SHARE = 0.25
+"""A corpus file with more control characters than this share of its characters is not text
+(text has next to none; binary data that happens to be valid UTF-8, zeros say, has many)."""
 
 
 def read_corpus(paths: Sequence[str | Path], text_field: str = "text") -> list[str]:
     """Texts from files, folders (their ``.txt/.md/.rst/.py/.jsonl`` files, recursively) or JSONL.
 
     A ``.jsonl`` file gives one text per line, from the field ``text_field``.
-    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for a bad JSONL line.
+    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for a bad JSONL line or a
+    file that is not text (see :func:`read_text`).
     """
     texts = []
     for raw in paths:
@@ -22,13 +29,27 @@ def read_corpus(paths: Sequence[str | Path], text_field: str = "text") -> list[s
             raise FileNotFoundError(f"corpus path {path} does not exist")
         files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in (*TEXT_SUFFIXES, ".jsonl")) if path.is_dir() else [path]
         for file in files:
-            texts.extend(read_jsonl(file, text_field) if file.suffix == ".jsonl" else [file.read_text(errors="replace")])
+            texts.extend(read_jsonl(file, text_field) if file.suffix == ".jsonl" else [read_text(file)])
     return texts
 
 
+def read_text(file: Path) -> str:
+    """The text of a corpus file; ``ValueError`` naming a file that is not UTF-8 or is more than
+    :data:`MAX_CONTROL_SHARE` control characters (binary data)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"corpus file {file} is not UTF-8 text ({err.reason} at byte {err.start}): pass text, JSONL or folders of them") from None
+    controls = len(text) - len(CONTROL.sub("", text))
+    if controls > MAX_CONTROL_SHARE * len(text):
+        raise ValueError(f"corpus file {file} is not text: {controls / len(text):.0%} of its characters are control characters")
+    return text
+
+
 def read_jsonl(file: Path, text_field: str) -> list[str]:
+    """The ``text_field`` strings of a JSONL file's records, one per non-blank line."""
     texts = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(file).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -44,18 +65,23 @@ def read_jsonl(file: Path, text_field: str) -> list[str]:
 def pack_texts(texts: Sequence[str], tokenizer, seq_len: int, model_config) -> torch.Tensor:
     """Tokenise ``texts``, join them with EOS, and cut ``[N, seq_len]`` sequences (the tail is dropped)."""
     check_tokenizer(tokenizer, model_config)
-    max_positions = getattr(model_config, "max_position_embeddings", None)
-    if max_positions is not None and seq_len > max_positions:
-        raise ValueError(f"seq_len {seq_len} exceeds the model's max_position_embeddings {max_positions}")
+    check_seq_len(seq_len, getattr(model_config, "max_position_embeddings", None))
     ids: list[int] = []
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for text in texts:
         if text.strip():
-            ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + separator)
+            # verbose=False: no "longer than the specified maximum sequence length" warning (the ids are cut into sequences)
+            ids.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + separator)
     count = len(ids) // seq_len
     if count == 0:
         raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one sequence of seq_len={seq_len}")
     return torch.tensor(ids[: count * seq_len], dtype=torch.int64).view(count, seq_len)
+
+
+def check_seq_len(seq_len: int, max_positions: int | None) -> None:
+    """Raise ``ValueError`` if sequences of ``seq_len`` tokens do not fit the model's positions (None: no limit)."""
+    if max_positions is not None and seq_len > max_positions:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's max_position_embeddings {max_positions}")
 
 
 def check_tokenizer(tokenizer, model_config) -> None:

@@ -1,4 +1,5 @@
-"""The command line refuses bad --model / --device / --out / --resume input at once, in one line."""
+"""The command line refuses bad input at once, in one line, before loading anything: --model / --device / --out /
+--resume, numbers out of range, layers the model's config.json rules out, data that is not text; demo's options."""
 
 import re
 
@@ -119,3 +120,141 @@ def test_resume_with_other_settings_is_refused(tmp_path, change, named):
     specdec.train_predictor(model, data, checkpoint_dir=str(tmp_path), **FAST)
     with pytest.raises(ValueError, match="resume: the checkpoint in .* was written with other settings: " + re.escape(named)):
         specdec.train_predictor(model, data, checkpoint_dir=str(tmp_path), resume=True, **{**FAST, **change})
+
+
+def bare_train_argv(model_dir, tmp_path, *extra):
+    """``train`` on a corpus far too small for training: an argument error must show before the corpus error."""
+    (tmp_path / "tiny.txt").write_text("x = 1\n")
+    return ["train", "--model", str(model_dir / "model"), "--data", str(tmp_path / "tiny.txt"), "--device", "cpu",
+            "--out", str(tmp_path / "out"), *extra]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--k", "0"], "--k takes an integer >= 1, got 0"),
+        (["--steps", "-5"], "--steps takes an integer >= 1, got -5"),
+        (["--steps", "0"], "--steps takes an integer >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size takes an integer >= 1, got 0"),
+        (["--lr", "-1"], "--lr takes a number > 0, got -1.0"),
+        (["--lr", "nan"], "--lr takes a number > 0, got nan"),
+        (["--adapter-rank", "2", "--adapter-lr", "0"], "--adapter-lr takes a number > 0, got 0.0"),
+        (["--layer", "-1"], "--layer takes an integer >= 0, got -1"),
+        (["--source", "exit", "--layer", "-2"], "--layer takes an integer >= 0, got -2"),
+        (["--layers", "0,-1"], "--layers takes layers like 5-9 or 5,7,9 (each >= 0), got '0,-1'"),
+        (["--layers", "1,2,1"], "--layers names layer 1 more than once"),
+        (["--seq-len", "0"], "--seq-len takes an integer >= 2, got 0"),
+        (["--seq-len", "4", "--k", "3"], "--seq-len 4 is too short for --k 3: sequences need at least k + 2 = 5 tokens"),
+        (["--positions", "0"], "--positions takes a count >= 1 of positions sampled per sequence, or 'all'; got '0'"),
+        (["--positions", "some"], "--positions takes a count >= 1 of positions sampled per sequence, or 'all'; got 'some'"),
+        (["--checkpoint-every", "0"], "--checkpoint-every takes an integer >= 1, got 0"),
+        (["--eval-every", "-1"], "--eval-every takes an integer >= 0 (0: no curve), got -1"),
+        (["--tau-prompts", "-1"], "--tau-prompts takes an integer >= 0 (0: no tau), got -1"),
+        (["--max-new-tokens", "0"], "--max-new-tokens takes an integer >= 1, got 0"),
+        (["--map", "mlp", "--map-width", "0"], "--map-width takes an integer >= 1, got 0"),
+        (["--map", "multi", "--earlier-layer", "-2"], "--earlier-layer takes an integer >= -1 (-1: the embeddings), got -2"),
+        (["--draft-vocab", "-1"], "--draft-vocab takes an integer >= 0 (0: the whole vocabulary), got -1"),
+        (["--tree", "0"], "--tree: a tree needs at least 1 node, got 0"),
+        (["--tree", "bushy"], "--tree: unknown tree 'bushy'"),
+        (["--k", "1", "--tree", "11"], "--tree: tree=11 asks for more nodes than exist: with k=1"),
+    ],
+)
+def test_train_arguments_are_checked_before_anything_is_loaded(model_dir, tmp_path, capsys, no_loading, extra, message):
+    assert cli_main(bare_train_argv(model_dir, tmp_path, *extra)) == 2
+    assert one_error_line(capsys).startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--layer", "9"], "--layer: transfer layer must be an int in [0, 3] for a 4-layer model, got 9"),
+        (["--layers", "1,9"], "--layers: transfer layer must be an int in [0, 3] for a 4-layer model, got 9"),
+        (["--source", "exit", "--layer", "4"], "--layer: exit layer must be an int in [0, 3] for a 4-layer model, got 4"),
+        (["--map", "multi", "--layer", "1", "--earlier-layer", "1"], "--earlier-layer: the earlier layer must be an int in [-1, 0] (below the transfer layer 1), got 1"),
+        (["--adapter-rank", "2", "--adapter-layers", "0-2"], "--adapter-layers: adapter layers must be in [2, 3] (the layers the pseudo rows pass through in a 4-layer model), got [0, 1]"),
+        (["--adapter-rank", "2", "--layer", "3"], "--adapter-rank: no layers to adapt: pseudo rows entering after layer 3 pass through none of the 4"),
+        (["--source", "mask", "--adapter-rank", "2", "--adapter-layers", "3,4"], "--adapter-layers: adapter layers must be in [0, 3] (the layers the pseudo rows pass through in a 4-layer model), got [4]"),
+        (["--seq-len", "1000"], "--seq-len: seq_len 1000 exceeds the model's max_position_embeddings 512"),
+    ],
+)
+def test_layer_arguments_are_checked_against_config_json_before_loading(model_dir, tmp_path, capsys, no_loading, extra, message):
+    """The tiny model has 4 layers and 512 positions: its config.json says so before any weight is read."""
+    assert cli_main(bare_train_argv(model_dir, tmp_path, *extra)) == 2
+    assert one_error_line(capsys) == f"error: {message}"
+
+
+def test_config_json_that_is_not_json_is_refused_before_loading(tmp_path, capsys, no_loading):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{not json")
+    argv = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert cli_main(argv) == 2
+    assert f"--model: {tmp_path / 'model' / 'config.json'} is not a JSON model config" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (bytes(torch.randint(0, 256, (20_000,), generator=torch.Generator().manual_seed(0)).tolist()), "is not UTF-8 text"),
+        (bytes(range(1, 32)) * 500, "is not text: 84% of its characters are control characters"),
+    ],
+)
+def test_training_data_that_is_not_text_is_refused_before_loading(model_dir, tmp_path, capsys, no_loading, content, message):
+    (tmp_path / "random.bin").write_bytes(content)
+    argv = ["train", "--model", str(model_dir / "model"), "--data", str(tmp_path / "random.bin"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert cli_main(argv) == 2
+    err = one_error_line(capsys)
+    assert f"corpus file {tmp_path / 'random.bin'} {message}" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--batch-size", "0"], "--batch-size takes an integer >= 1, got 0"),
+        (["--samples", "0"], "--samples takes an integer >= 1, got 0"),
+        (["--max-new-tokens", "0"], "--max-new-tokens takes an integer >= 1, got 0"),
+        (["--temperature", "-1"], "--temperature takes a number >= 0 (0: greedy), got -1.0"),
+    ],
+)
+def test_distill_arguments_are_checked_before_anything_is_loaded(model_dir, tmp_path, capsys, no_loading, extra, message):
+    (tmp_path / "prompts.jsonl").write_text('{"id": "a", "prefix": "x = "}\n')
+    argv = ["distill", "--model", str(model_dir / "model"), "--prompts", str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "o.jsonl"),
+            "--device", "cpu", *extra]
+    assert cli_main(argv) == 2
+    assert one_error_line(capsys) == f"error: {message}"
+
+
+@pytest.fixture
+def demo_calls(monkeypatch):
+    """``run_demo``'s calls, recorded instead of running a demo."""
+    import specdec.demo_run
+
+    calls = []
+    monkeypatch.setattr(specdec.demo_run, "run_demo", lambda name, *, max_new_tokens, source: calls.append((name, max_new_tokens, source)))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "argv,call",
+    [
+        (["demo"], ("smollm2-135m", None, "trained")),
+        (["demo", "--model", "stdlib-9m", "--source", "lookup", "--max-new-tokens", "5"], ("stdlib-9m", 5, "lookup")),
+        (["demo", "--name", "stdlib-9m"], ("stdlib-9m", None, "trained")),  # --model's old name still works
+    ],
+)
+def test_demo_takes_model_source_and_max_new_tokens(demo_calls, argv, call):
+    assert cli_main(argv) == 0
+    assert demo_calls == [call]
+
+
+def test_demo_help_names_model_not_its_old_name(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--help"])
+    shown = capsys.readouterr().out
+    assert "--model {smollm2-135m,stdlib-9m}" in shown and "--source {trained,lookup}" in shown and "--name" not in shown
+
+
+def test_demo_refuses_zero_new_tokens(demo_calls, capsys):
+    assert cli_main(["demo", "--model", "stdlib-9m", "--max-new-tokens", "0"]) == 2
+    assert one_error_line(capsys) == "error: --max-new-tokens takes an integer >= 1, got 0"
+    assert demo_calls == []

@@ -1,6 +1,7 @@
 """Predictor training: it learns, it matches decoding, it resumes, sweeps, and refuses bad input."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -153,6 +154,58 @@ def test_corpus_reader_handles_folders_and_jsonl(tmp_path):
         read_corpus([tmp_path / "missing"])
 
 
+def test_corpus_reader_refuses_files_that_are_not_text(tmp_path):
+    random_bytes = bytes(torch.randint(0, 256, (20_000,), generator=torch.Generator().manual_seed(0)).tolist())
+    (tmp_path / "random.bin").write_bytes(random_bytes)
+    with pytest.raises(ValueError, match=r"^corpus file .*random\.bin is not UTF-8 text \(invalid start byte at byte \d+\)"):
+        read_corpus([tmp_path / "random.bin"])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "good.txt").write_text("print(1)\n")
+    (tmp_path / "data" / "zeros.txt").write_bytes(b"\x00" * 1000 + b"x = 1\n")  # valid UTF-8, but binary
+    with pytest.raises(ValueError, match=r"zeros\.txt is not text: 99% of its characters are control characters"):
+        read_corpus([tmp_path / "data"])
+    (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.jsonl is not UTF-8 text"):
+        read_corpus([tmp_path / "latin1.jsonl"])
+    text = "x = 1\f\n\x1b[31mred\x1b[0m\tcaf\u00e9 \u2014 \U0001F600\n"  # text with a few control characters is kept
+    (tmp_path / "colour.txt").write_text(text, encoding="utf-8")
+    assert read_corpus([tmp_path / "colour.txt"]) == [text]
+
+
+@pytest.fixture
+def transformers_warnings():
+    """The records transformers' loggers emit during the test."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_packing_a_corpus_longer_than_the_tokenizers_maximum_does_not_warn(transformers_warnings):
+    """The corpus is cut into sequences, so transformers' "longer than the maximum length" warning is wrong here."""
+    model, tokenizer = tiny_model("llama-mha"), tiny_tokenizer()
+    tokenizer.model_max_length = 32
+    text = "".join(SAMPLE_CODE) * 3
+    assert train.as_sequences(model, [text], tokenizer, 16).shape[0] > 2
+    assert [r.getMessage() for r in transformers_warnings] == []
+    tokenizer(text)  # a plain call still warns, so the capture would have seen it
+    assert "Token indices sequence length is longer than the specified maximum" in transformers_warnings[0].getMessage()
+
+
+def test_sweep_checks_every_layer_before_training_any(monkeypatch):
+    model = tiny_model("llama-gqa")
+
+    def never(*args, **kwargs):
+        raise AssertionError("a layer was trained before every layer was checked")
+
+    monkeypatch.setattr("specdec.sweep.train_predictor", never)
+    with pytest.raises(ValueError, match=r"transfer layer must be an int in \[0, 3\] for a 4-layer model, got 9"):
+        specdec.sweep_layers(model, token_data(model, count=4), token_data(model, count=2), [1, 9], k=2, config=specdec.TrainConfig(steps=1, **FAST))
+
+
 def test_cli_train_sweeps_layers_and_saves_the_best(tmp_path, capsys):
     model, tokenizer = tiny_model("llama-mha", seed=1), tiny_tokenizer()
     model.save_pretrained(tmp_path / "model")
@@ -191,3 +244,9 @@ def test_eval_every_records_the_curve_for_every_source(tmp_path, source):
     curve = train.read_curve(tmp_path)
     assert [entry["step"] for entry in curve] == [0, 2, 3]
     assert all(len(entry["top1"]) == 2 and entry["pseudo_rows"] == entry["step"] * 4 * (32 - 3) * 2 for entry in curve)
+
+
+@pytest.mark.parametrize("bad", [dict(checkpoint_every=0), dict(eval_every=-1), dict(lr=0.0), dict(lr=float("nan")), dict(adapter_lr=-1e-3)])
+def test_train_config_refuses_bad_numbers(bad):
+    with pytest.raises(ValueError, match="must be"):
+        specdec.TrainConfig(**bad)
