@@ -26,11 +26,11 @@ demo: $(STAMP)
 	$(PY) -m specdec demo
 
 bench: $(STAMP)
-	$(PY) -m bench.kernels
+	$(PY) -m bench.ops
 	$(PY) -m bench.e2e
 
 demo-model: $(STAMP)
-	$(PY) -m bench.build_demo
+	$(PY) -m bench.training.build_demo
 
 # The GPU machine's library versions (transformers 5.17, triton 3.6), installed beside .venv.
 # numpy 2.2: triton 3.6's interpreter converts 1-element arrays to ints, which numpy >= 2.4 refuses.

@@ -23,7 +23,7 @@ slug=$($PY -c "import torch; from bench.common import device_names; print(device
 exec > >(tee "$RES/gpu-check-$slug.log") 2>&1  # the whole run's output, committed with the results
 $PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
 stage tests 240 bash -c "set -o pipefail; OMP_NUM_THREADS=2 $PY -m pytest -v --tb=short --durations=20 $workers $timeouts -p no:cacheprovider tests 2>&1 | tee $RES/gpu-tests-$slug.log"
-stage kernels 130 $PY -m bench.kernels
+stage kernels 130 $PY -m bench.ops
 stage step-timing-7b 70 $PY -m bench.e2e --step-timing --shape llama-2-7b --dtype bfloat16 --prefix 1024
 stage e2e-demo 110 $PY -m bench.e2e --model stdlib-9m --device cuda --prompts 2 --repeats 1
 if [ -n "${OUT:-}" ]; then

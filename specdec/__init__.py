@@ -9,17 +9,17 @@
     specdec.unpatch(model)
 """
 
-from .adapters import PseudoRowAdapters
+from .drafts.firp.adapters import PseudoRowAdapters
 from .demo import load_demo
-from .draft_vocab import DraftVocabulary
+from .drafts.firp.vocabulary import DraftVocabulary
 from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
-from .maps import MLPPredictor, MultiLayerPredictor
+from .drafts.firp.maps import MLPPredictor, MultiLayerPredictor
 from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
-from .predictor import FuturePredictor
-from .stats import DecodeStats
-from .sweep import measure_tau, sweep_layers
-from .train import TrainConfig, evaluate_predictor, train_predictor
-from .tree import TREE_NAMES, TreeShape
+from .drafts.firp.predictor import FuturePredictor
+from .decode.stats import DecodeStats
+from .training.sweep import measure_tau, sweep_layers
+from .training.train import TrainConfig, evaluate_predictor, train_predictor
+from .decode.tree import TREE_NAMES, TreeShape
 
 __version__ = "0.1.0"
 

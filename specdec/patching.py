@@ -2,7 +2,7 @@
 
 Patching validates everything first (a bad argument leaves the model as it
 was), switches the model to the wrapping attention implementation (see
-:mod:`specdec.attention`) and overrides ``generate`` on the instance only (plus
+:mod:`specdec.decode.attention`) and overrides ``generate`` on the instance only (plus
 the helper that would drop ``tokenizer``, see ``_generation_mode_kwargs``). The
 override calls transformers' own ``generate`` with ``custom_generate`` set to
 the speculative loop, so generation configs, stopping criteria and logits
@@ -25,17 +25,17 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation import GenerationMode
 
-from .attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
-from .cost import StepCost
-from .decoding import ModelParts, speculative_generate
+from .decode.attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
+from .decode.cost import StepCost
+from .decode.loop import ModelParts, speculative_generate
 from .drafts import DraftSource, LookupDrafts
-from .greedy_rules import StopChecker, unsupported_processor
+from .decode.rules import StopChecker, unsupported_processor
 from .kernels import check_backend
-from .planner import AutoPlanner, DraftingMemory, LayoutCache, StaticPlanner
-from .predictor import FuturePredictor
-from .stats import DecodeStats
-from .tree import TreeShape
-from .verification import rule_for
+from .decode.planner import AutoPlanner, DraftingMemory, LayoutCache, StaticPlanner
+from .drafts.firp.predictor import FuturePredictor
+from .decode.stats import DecodeStats
+from .decode.tree import TreeShape
+from .decode.verification import rule_for
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 STATE_ATTR = "_specdec_state"
@@ -64,7 +64,7 @@ class PatchState:
 class Tuning:
     """What ``tree="auto"`` learns about a model, kept across ``generate`` and ``patch`` calls:
     step-cost curves per (device, dtype, greedy or sampling), layout caches per (device, k), and a
-    :class:`~specdec.planner.DraftingMemory` per draft source and decoding regime."""
+    :class:`~specdec.decode.planner.DraftingMemory` per draft source and decoding regime."""
 
     costs: dict = field(default_factory=dict)
     layouts: dict = field(default_factory=dict)
@@ -93,7 +93,7 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
             from FIRP merged with n-gram lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
             ``FIRPDrafts(predictor)`` for FIRP alone, :class:`MaskDrafts`, :class:`EarlyExitDrafts`).
         tree: ``"auto"`` (each step's tree chosen for the most tokens per second from acceptance
-            statistics and this device's measured step cost; see :mod:`specdec.planner`), or a
+            statistics and this device's measured step cost; see :mod:`specdec.decode.planner`), or a
             static tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count
             ``N`` (the ``N`` most likely paths) or a list of paths.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).

@@ -6,10 +6,10 @@ import torch
 
 import specdec
 from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts
-from specdec.cache import TreeKVCache
-from specdec.decoding import ModelParts, forward_step, prefill
-from specdec.maps import MAP_CLASSES
-from specdec.tree import StepLayout, TreeShape
+from specdec.decode.cache import TreeKVCache
+from specdec.decode.loop import ModelParts, forward_step, prefill
+from specdec.drafts.firp.maps import MAP_CLASSES
+from specdec.decode.tree import StepLayout, TreeShape
 
 
 def perturbed_predictor(model, layer: int, k: int, seed: int = 0, map: str = "linear", **options) -> FuturePredictor:

@@ -8,7 +8,7 @@ builds two identical tiny models, decodes with plain greedy on one and with spec
 on the other, and checks the exactness policy (:mod:`near_tie`). The same seed
 always gives the same case.
 
-``tests/test_fuzz.py`` runs a few dozen seeds per suite run; ``python -m bench.fuzz``
+``tests/test_fuzz.py`` runs a few dozen seeds per suite run; ``python -m bench.e2e.fuzz``
 runs 1000 (or any number) on demand.
 """
 

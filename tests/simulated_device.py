@@ -4,8 +4,8 @@ timings of the machine running them."""
 from collections.abc import Callable
 
 from specdec import patching
-from specdec.cost import StepCost
-from specdec.planner import AutoPlanner
+from specdec.decode.cost import StepCost
+from specdec.decode.planner import AutoPlanner
 
 
 def simulate_steps(monkeypatch, seconds: Callable[[int], float]) -> None:

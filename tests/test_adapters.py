@@ -9,8 +9,8 @@ from drafting import ScrambledDrafts, one_step, perturbed_mask, perturbed_predic
 from kernel_utils import DEVICE
 from near_tie import assert_greedy_equivalent
 from specdec import FIRPDrafts, ForcedDrafts, MaskDrafts, PseudoRowAdapters
-from specdec import train
-from specdec.tree import TreeShape
+from specdec.training import train
+from specdec.decode.tree import TreeShape
 from tiny_models import ARCHS, NUM_LAYERS, prompt, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only costs on a busy machine
@@ -144,7 +144,7 @@ def test_bad_adapter_settings_are_refused(make, message):
 def test_corrupted_adapter_config_is_refused(tmp_path):
     import json
 
-    from specdec.predictor import CONFIG_NAME
+    from specdec.drafts.firp.predictor import CONFIG_NAME
 
     model = tiny_model("llama-gqa")
     specdec.FuturePredictor.for_model(model, 1, 2, adapter_rank=2).save_pretrained(tmp_path)

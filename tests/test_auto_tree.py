@@ -18,7 +18,7 @@ from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec import FIRPDrafts, ForcedDrafts
 from specdec import patching
-from specdec.planner import Plan
+from specdec.decode.planner import Plan
 from tiny_models import ARCHS, NUM_LAYERS, prompt, tiny_model
 
 

@@ -5,8 +5,8 @@ import torch
 
 import specdec
 from drafting import forced, perturbed_predictor
-from specdec import decoding
-from specdec.cache import MIN_CAPACITY, TreeKVCache
+from specdec.decode import loop as decoding
+from specdec.decode.cache import MIN_CAPACITY, TreeKVCache
 from tiny_models import prompt, tiny_model
 
 

@@ -227,10 +227,10 @@ def test_distill_arguments_are_checked_before_anything_is_loaded(model_dir, tmp_
 @pytest.fixture
 def demo_calls(monkeypatch):
     """``run_demo``'s calls, recorded instead of running a demo."""
-    import specdec.demo_run
+    import specdec.demo.run
 
     calls = []
-    monkeypatch.setattr(specdec.demo_run, "run_demo", lambda name, *, max_new_tokens, source: calls.append((name, max_new_tokens, source)))
+    monkeypatch.setattr(specdec.demo.run, "run_demo", lambda name, *, max_new_tokens, source: calls.append((name, max_new_tokens, source)))
     return calls
 
 

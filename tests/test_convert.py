@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from specdec import demo
-from specdec.convert import convert_gguf, plain_copy
+from specdec.demo.convert import convert_gguf, plain_copy
 from tiny_gguf import write_tiny_gguf
 from tiny_models import tiny_model
 

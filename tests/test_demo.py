@@ -19,7 +19,7 @@ def test_demo_assets_load_and_decode_exactly():
 
 
 def test_demo_runs_without_a_predictor(capsys):
-    from specdec.demo_run import run_demo
+    from specdec.demo.run import run_demo
 
     summary = run_demo("stdlib-9m", max_new_tokens=12, source="lookup")
     assert summary["identical"]
@@ -28,7 +28,7 @@ def test_demo_runs_without_a_predictor(capsys):
 
 @pytest.mark.parametrize("kwargs,message", [(dict(source="firp"), "source must be one of"), (dict(max_new_tokens=0), "max_new_tokens must be >= 1")])
 def test_demo_refuses_bad_settings(kwargs, message):
-    from specdec.demo_run import run_demo
+    from specdec.demo.run import run_demo
 
     with pytest.raises(ValueError, match=message):
         run_demo("stdlib-9m", **kwargs)

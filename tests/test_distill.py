@@ -7,7 +7,7 @@ import torch
 
 import specdec
 from specdec.cli import main as cli_main
-from specdec.distill import distill, read_prompts, render
+from specdec.training.distill import distill, read_prompts, render
 from tiny_models import tiny_model, tiny_tokenizer
 
 TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}<eos>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"

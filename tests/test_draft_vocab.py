@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from specdec.draft_vocab import DraftVocabulary
+from specdec.drafts.firp.vocabulary import DraftVocabulary
 from specdec.kernels import lm_head_topk
 
 

@@ -1,6 +1,6 @@
 """bench/e2e.py's summary: each method's figures come from its own rows only."""
 
-from bench.e2e import summarize
+from bench.e2e.run import summarize
 
 
 def row(method, prompt, seconds, steps=None):

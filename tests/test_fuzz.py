@@ -1,6 +1,6 @@
 """Randomized end-to-end cases (tests/fuzzing.py): a fixed set of seeds per suite run.
 
-``python -m bench.fuzz`` runs 1000 cases (or any number, from any seed) on demand.
+``python -m bench.e2e.fuzz`` runs 1000 cases (or any number, from any seed) on demand.
 """
 
 import pytest

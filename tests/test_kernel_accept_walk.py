@@ -8,7 +8,7 @@ from kernel_utils import DEVICE, hopper_ptx, poisoned
 
 from specdec.kernels import reference
 from specdec.kernels.accept import accept_walk
-from specdec.tree import StepLayout, TreeShape
+from specdec.decode.tree import StepLayout, TreeShape
 
 # The path's padding is -1, the value poisoned() gives integers, so the path is poisoned with this instead.
 PATH_POISON = -99

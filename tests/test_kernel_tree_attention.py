@@ -21,7 +21,7 @@ from kernel_utils import DEVICE, assert_close, hopper_ptx, kernel_dtypes, poison
 from specdec.kernels import reference
 from specdec.kernels.attention import tree_attention
 from specdec.kernels.bits import num_words, pack_bits
-from specdec.tree import StepLayout, TreeShape
+from specdec.decode.tree import StepLayout, TreeShape
 
 DTYPES = kernel_dtypes()
 

@@ -6,10 +6,10 @@ import torch
 import specdec
 from drafting import perturbed_predictor
 from near_tie import assert_greedy_equivalent
-from specdec.demo_corpus import read_texts, stdlib_files
+from specdec.training.corpus import read_texts, stdlib_files
 from specdec.drafts import Candidates, DraftContext, FIRPDrafts, NgramIndex
-from specdec.planner import merged_ranking
-from specdec.predictor import FuturePredictor
+from specdec.decode.planner import merged_ranking
+from specdec.drafts.firp.predictor import FuturePredictor
 from tiny_models import prompt, tiny_model
 
 

@@ -12,11 +12,11 @@ import specdec
 from drafting import one_step, perturbed_exit, perturbed_mask, perturbed_predictor
 from near_tie import assert_greedy_equivalent
 from specdec import FIRPDrafts, LookupDrafts, MLPPredictor, MultiLayerPredictor
-from specdec import train
+from specdec.training import train
 from specdec.cli import main as cli_main
 from specdec.patching import STATE_ATTR
-from specdec.predictor import CONFIG_NAME
-from specdec.tree import TreeShape
+from specdec.drafts.firp.predictor import CONFIG_NAME
+from specdec.decode.tree import TreeShape
 from tiny_models import ARCHS, SAMPLE_CODE, prompt, tiny_model, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second thread only costs on a busy machine

@@ -10,9 +10,9 @@ from drafting import perturbed_predictor
 from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec import FIRPDrafts, ForcedDrafts
-from specdec.cost import StepCost
+from specdec.decode.cost import StepCost
 from specdec.drafts import Candidates
-from specdec.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
+from specdec.decode.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
 from tiny_models import prompt, tiny_model
 
 

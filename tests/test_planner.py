@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from specdec.acceptance import PRIOR_WEIGHT, AcceptanceModel
-from specdec.cost import MAX_WEIGHT, PRIOR_JUMP, PRIOR_SLOPE, StepCost
+from specdec.decode.acceptance import PRIOR_WEIGHT, AcceptanceModel
+from specdec.decode.cost import MAX_WEIGHT, PRIOR_JUMP, PRIOR_SLOPE, StepCost
 from specdec.drafts import Candidates
-from specdec.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
+from specdec.decode.planner import EXPLORE_FIRST, AutoPlanner, DraftingMemory, LayoutCache
 
 
 def curve(per_row: float, base: float = 1.0) -> StepCost:

@@ -18,7 +18,7 @@ import specdec
 from drafting import perturbed_predictor
 from simulated_device import pin_cost
 from specdec import FIRPDrafts, ForcedDrafts
-from specdec.planner import AutoPlanner
+from specdec.decode.planner import AutoPlanner
 from tiny_models import prompt, tiny_model
 
 RECORD = Path(__file__).resolve().parent / "data" / "planner-record.json"

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specdec import FuturePredictor
-from specdec.predictor import CONFIG_NAME, WEIGHTS_NAME
+from specdec.drafts.firp.predictor import CONFIG_NAME, WEIGHTS_NAME
 from tiny_models import tiny_model
 
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from specdec.demo_run import CHAT_PROMPTS
-from specdec.distill import read_prompts
+from specdec.demo.run import CHAT_PROMPTS
+from specdec.training.distill import read_prompts
 
 PROMPTS = Path(__file__).resolve().parents[1] / "bench" / "prompts"
 

@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import specdec
 from specdec import Candidates, DraftSource, FIRPDrafts, FuturePredictor
-from specdec import verification
+from specdec.decode import verification
 from simulated_device import pin_cost
 from stats_checks import chi_square
 

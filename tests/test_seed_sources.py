@@ -11,10 +11,10 @@ from drafting import perturbed_exit, perturbed_mask, perturbed_predictor
 from kernel_utils import DEVICE
 from near_tie import assert_greedy_equivalent
 from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
-from specdec import train
-from specdec.cache import TreeKVCache
-from specdec.decoding import ModelParts, forward_step, prefill
-from specdec.tree import StepLayout, TreeShape
+from specdec.training import train
+from specdec.decode.cache import TreeKVCache
+from specdec.decode.loop import ModelParts, forward_step, prefill
+from specdec.decode.tree import StepLayout, TreeShape
 from tiny_models import ARCHS, NUM_LAYERS, prompt, tiny_model
 
 FAST = dict(batch_size=4, seq_len=32, positions=None, progress=False, lr=1e-2, warmup=3)

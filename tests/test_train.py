@@ -9,13 +9,13 @@ import torch
 import specdec
 from drafting import perturbed_predictor
 from near_tie import assert_greedy_equivalent
-from specdec import train
-from specdec.cache import TreeKVCache
+from specdec.training import train
+from specdec.decode.cache import TreeKVCache
 from specdec.cli import main as cli_main
-from specdec.decoding import ModelParts, forward_step, prefill
+from specdec.decode.loop import ModelParts, forward_step, prefill
 from specdec.drafts import FIRPDrafts
-from specdec.train_data import read_corpus
-from specdec.tree import StepLayout, TreeShape
+from specdec.training.data import read_corpus
+from specdec.decode.tree import StepLayout, TreeShape
 from tiny_models import SAMPLE_CODE, prompt, tiny_model, tiny_tokenizer
 
 FAST = dict(batch_size=4, seq_len=32, positions=None, progress=False, lr=1e-2, warmup=3)
@@ -201,7 +201,7 @@ def test_sweep_checks_every_layer_before_training_any(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("a layer was trained before every layer was checked")
 
-    monkeypatch.setattr("specdec.sweep.train_predictor", never)
+    monkeypatch.setattr("specdec.training.sweep.train_predictor", never)
     with pytest.raises(ValueError, match=r"transfer layer must be an int in \[0, 3\] for a 4-layer model, got 9"):
         specdec.sweep_layers(model, token_data(model, count=4), token_data(model, count=2), [1, 9], k=2, config=specdec.TrainConfig(steps=1, **FAST))
 

@@ -5,8 +5,8 @@ import torch
 
 from specdec.kernels import pack_bits, unpack_bits
 from specdec.drafts import Candidates
-from specdec.planner import StaticPlanner
-from specdec.tree import StepLayout, TreeShape, best_paths, parse_tree_arg
+from specdec.decode.planner import StaticPlanner
+from specdec.decode.tree import StepLayout, TreeShape, best_paths, parse_tree_arg
 
 
 def test_named_shapes_have_their_sizes_and_adapt_to_k():

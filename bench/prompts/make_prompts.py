@@ -7,7 +7,7 @@ templates with subjects (code, explanations, lists, emails, rewriting, small mat
 the Python standard library) and adds raw code prefixes of the standard library's
 *train* split (``{"prefix": ...}``: continued without the chat template).
 ``eval-chat.jsonl`` holds separately written chat requests; the evaluation's code
-prompts are prefixes of the standard library's *held-out* split (``bench.e2e``).
+prompts are prefixes of the standard library's *held-out* split (``bench.e2e.run``).
 A test checks that no evaluation request appears in the distillation set. The code
 prefixes come from the running Python's standard library, so another Python version
 writes other prefixes: the committed ``distill.jsonl`` is the one the predictor used.
@@ -19,7 +19,7 @@ import json
 import random
 from pathlib import Path
 
-from specdec.demo_corpus import read_texts, stdlib_files
+from specdec.training.corpus import read_texts, stdlib_files
 
 HERE = Path(__file__).resolve().parent
 

@@ -15,7 +15,7 @@ affect the output, only how much of it each step accepts.
 
 from .base import Candidates, DraftContext, DraftSource
 from .early_exit import EarlyExitDrafts, ExitHead
-from .firp import FIRPDrafts
+from .firp.source import FIRPDrafts
 from .forced import ForcedDrafts
 from .lookup import LookupDrafts, NgramIndex
 from .mask import MaskDrafts, MaskSlots

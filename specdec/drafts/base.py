@@ -55,7 +55,7 @@ class DraftSource:
         exit_depth: depths the early-exit ranking covers (0: none).
         chain_depth: the longest chain :meth:`propose` may return (0: none).
         kind: what :meth:`propose` tags its pseudo rows' ranked tokens with.
-        vocabulary: the :class:`~specdec.draft_vocab.DraftVocabulary` the pseudo rows are ranked over
+        vocabulary: the :class:`~specdec.drafts.firp.vocabulary.DraftVocabulary` the pseudo rows are ranked over
             on CPU, or None (the whole vocabulary). Real rows always use the whole vocabulary.
     """
 

@@ -12,7 +12,7 @@ candidates, and with lookup: ``LookupDrafts(early.combined_with(FIRPDrafts(predi
 
 import torch
 
-from ..predictor import FuturePredictor
+from .firp.predictor import FuturePredictor
 from .base import Candidates, DraftContext, DraftSource, frozen_copy
 
 

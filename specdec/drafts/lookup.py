@@ -1,8 +1,8 @@
 """N-gram lookup (prompt lookup decoding) as a draft source merged with another one."""
 
-from ..predictor import FuturePredictor
+from .firp.predictor import FuturePredictor
 from .base import Candidates, DraftContext, DraftSource, WrappingSource
-from .firp import FIRPDrafts
+from .firp.source import FIRPDrafts
 
 
 class NgramIndex:

@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import PseudoRowAdapters, adapters_for, applied
-from ..predictor import CONFIG_NAME, check_fingerprint, config_dict, is_int, load_state, model_fingerprint, read_config, save
+from .firp.adapters import PseudoRowAdapters, adapters_for, applied
+from .firp.predictor import CONFIG_NAME, check_fingerprint, config_dict, is_int, load_state, model_fingerprint, read_config, save
 from .base import DraftSource, frozen_copy
 
 
 class MaskSlots(nn.Module):
     """``k`` learned input embeddings, one per future offset (the trainable part of :class:`MaskDrafts`).
 
-    Follows :class:`~specdec.predictor.FuturePredictor`'s training protocol with ``layer = -1``:
+    Follows :class:`~specdec.drafts.firp.predictor.FuturePredictor`'s training protocol with ``layer = -1``:
     the states enter before layer 0 and run through every layer. ``forward`` ignores its input's
     values: a slot is the same vector after every token; only its position and what it sees differ.
 

@@ -86,7 +86,7 @@ def accept_walk(
 
     Same arguments and results as :func:`specdec.kernels.reference.accept_walk`.
     Values are not checked (that would need a host round trip): parents must name
-    earlier rows (``0 <= parents[m] <= m``), as :class:`specdec.tree.StepLayout` builds them.
+    earlier rows (``0 <= parents[m] <= m``), as :class:`specdec.decode.tree.StepLayout` builds them.
 
     Args:
         ids: int64 ``[M + 1]`` greedy token of every row (row 0 is the root).

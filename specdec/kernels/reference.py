@@ -138,7 +138,7 @@ def check_token_ids(token_ids, weight: torch.Tensor) -> None:
     """Raise ``ValueError`` unless ``token_ids`` is None or int64 ``[weight rows]`` on ``weight``'s device.
 
     Ascending order (which the tie rule needs) is the caller's to keep: checking it here would cost a
-    device sync per call (:class:`specdec.draft_vocab.DraftVocabulary` checks it once)."""
+    device sync per call (:class:`specdec.drafts.firp.vocabulary.DraftVocabulary` checks it once)."""
     if token_ids is None:
         return
     if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.int64 or token_ids.shape != weight.shape[:1]:

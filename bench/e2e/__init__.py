@@ -1,0 +1,1 @@
+"""End-to-end benchmarks (``python -m bench.e2e``) and exactness fuzzing."""

@@ -1,0 +1,116 @@
+"""One speculative step against one plain decoding step, by tree size (``python -m bench.e2e --step-timing``).
+
+A speculative step emits tau tokens on average, so the wall-clock speedup can
+never exceed ``tau * plain_step / speculative_step``; this measures that ratio.
+The speculative step here is what the decode loop does per step: the forward
+pass over root, drafts and pseudo rows, the fused argmax, the accept walk and
+the one host read.
+"""
+
+import json
+import statistics
+import time
+
+import matplotlib
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from bench.common import write_csv
+from specdec import FIRPDrafts, FuturePredictor, kernels, load_demo, patch, unpatch
+from specdec.decode.cache import TreeKVCache
+from specdec.decode.loop import ModelParts, forward_step, prefill
+from specdec.demo import DEMOS
+from specdec.training.train import cache_kwarg
+from specdec.decode.tree import StepLayout, TreeShape, best_paths
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TREE_SIZES = (0, 1, 2, 4, 8, 16, 32, 64)
+LLAMA_2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
+
+
+def build(shape: str, device: str, dtype: torch.dtype):
+    """``(model, predictor)``: a demo model, or a Llama-2-7B-shaped model with random weights and an identity predictor."""
+    if shape in DEMOS:
+        model, _, predictor = load_demo(shape, dtype=dtype, device=device)
+        return model, predictor
+    if shape != "llama-2-7b":
+        raise SystemExit(f"unknown --shape {shape!r}: one of {DEMOS} or llama-2-7b")
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(LlamaConfig(**LLAMA_2_7B), dtype=dtype).eval()
+    return model, FuturePredictor.for_model(model, layer=8, k=3)
+
+
+def median_ms(fn, device: torch.device, repeats: int = 30) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+@torch.inference_mode()
+def run_step_timing(args, meta: dict, device_kind: str) -> None:
+    dtype = getattr(torch, args.dtype)
+    model, predictor = build(args.shape, args.device, dtype)
+    device = next(model.parameters()).device
+    ids = torch.randint(0, model.config.vocab_size, (1, args.prefix + 1), device=device)
+
+    cache = DynamicCache()
+    model(ids[:, :-1], use_cache=True, **{cache_kwarg(model): cache})
+
+    def plain_step():
+        model(ids[:, -1:], use_cache=True, **{cache_kwarg(model): cache})
+        cache.crop(-1)  # drop the token just added (negative: works on every transformers 5.x)
+
+    plain_ms = median_ms(plain_step, device)
+    patch(model, predictor, tree="chain", backend=args.backend)
+    parts, source = ModelParts.of(model), FIRPDrafts(predictor).prepared(model, args.backend)
+    tree_cache = TreeKVCache(len(parts.layers), args.prefix + 8 * 65)
+    prefill(parts, tree_cache, ids[0, :-1], args.backend)
+    rows = []
+    for nodes in TREE_SIZES:
+        shape = TreeShape.resolve(best_paths(nodes, predictor.k), predictor.k) if nodes else TreeShape(())
+        layout = StepLayout.build(shape, predictor.k, device)
+        drafts = torch.randint(0, model.config.vocab_size, (nodes,), device=device)
+
+        def spec_step():
+            hidden, _ = forward_step(parts, source, layout, tree_cache, ids[0, -1:], drafts, args.prefix, args.backend)
+            greedy = kernels.lm_head_argmax(hidden[: layout.num_real], parts.lm_head, backend=args.backend)[0]
+            path, count = kernels.accept_walk(greedy, drafts, layout.node_parents, layout.depth, backend=args.backend)
+            torch.cat([count.view(1), greedy[path.clamp(min=0)]]).tolist()
+            tree_cache.lengths = [args.prefix] * len(parts.layers)
+
+        spec_ms = median_ms(spec_step, device)
+        rows.append({"tree_nodes": nodes, "step_rows": layout.num_rows, "plain_ms": plain_ms, "spec_ms": spec_ms, "ratio": spec_ms / plain_ms})
+        print(f"tree {nodes:3d} nodes ({layout.num_rows:3d} rows): spec step {spec_ms:8.3f} ms = {spec_ms / plain_ms:5.2f} x plain step {plain_ms:.3f} ms")
+    unpatch(model)
+    stem = args.out / f"e2e-steps-{args.shape}-{device_kind}"
+    write_csv(stem.with_suffix(".csv"), rows)
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    plot(rows, stem.with_suffix(".png"), f"{args.shape}, prefix {args.prefix}, {args.dtype}, {meta['device']}")
+    print(f"wrote {stem}.csv, .json, .png")
+
+
+def plot(rows: list[dict], path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sizes = [r["tree_nodes"] for r in rows]
+    ax.plot(sizes, [r["ratio"] for r in rows], marker="o", label="speculative step / plain step")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("draft tree nodes")
+    ax.set_ylabel("step time ratio (break-even tau)")
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

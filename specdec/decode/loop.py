@@ -1,0 +1,199 @@
+"""The speculative decoding loop (batch size 1): prefill, one step, and the loop.
+
+Each step runs the model's own decoder layers once over the root, the draft nodes and (after the
+transfer layer) the pseudo rows of the rows the planner chose, verifies the tree greedily
+(:mod:`specdec.decode.verification`), keeps the accepted rows in the cache, and asks the source for the
+next candidates and the planner for the next tree. See ``docs/firp.md`` of the project for the
+algorithm.
+"""
+
+import contextlib
+import inspect
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import STEP_KWARG, StepAttention
+from .cache import MIN_CAPACITY, TreeKVCache
+from ..drafts import Candidates, DraftContext, DraftSource
+from .rules import StopChecker
+from .stats import DecodeStats
+from .tree import StepLayout
+from .verification import verify
+
+CACHE_SLACK = 64  # cache positions beyond max_length the cache may double into (a larger step still fits)
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The pieces of a Llama-style causal LM that the decoder drives directly."""
+
+    embed: nn.Module
+    layers: nn.ModuleList
+    norm: nn.Module
+    rotary: nn.Module
+    lm_head: torch.Tensor
+    cache_kwarg: str
+
+    @classmethod
+    def of(cls, model) -> "ModelParts":
+        inner = model.model
+        head = model.get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise ValueError("specdec does not support LM heads with a bias")
+        params = inspect.signature(inner.layers[0].forward).parameters
+        # transformers >= 5.2x names the cache argument `cache`, earlier 5.x `past_key_values`.
+        cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        return cls(inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb, head.weight, cache_kwarg)
+
+    def run_layers(self, hidden, start, stop, cache, rotary, positions, step: StepAttention) -> torch.Tensor:
+        """Run decoder layers ``[start, stop)`` on ``hidden [1, S, d]``."""
+        for layer in self.layers[start:stop]:
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_ids=positions[None],
+                position_embeddings=rotary,
+                use_cache=True,
+                **{self.cache_kwarg: cache, STEP_KWARG: step},
+            )
+        return hidden
+
+
+def prefill(parts: ModelParts, cache: TreeKVCache, tokens: torch.Tensor, backend: str) -> None:
+    """Cache the keys and values of ``tokens [P]`` (the prompt without its last token)."""
+    if tokens.shape[0] == 0:
+        return
+    positions = torch.arange(tokens.shape[0], device=tokens.device)
+    hidden = parts.embed(tokens)[None]
+    rotary = parts.rotary(hidden, positions[None])
+    step = StepAttention(0, None, positions, backend)
+    parts.run_layers(hidden, 0, len(parts.layers), cache, rotary, positions, step)
+
+
+def forward_step(
+    parts: ModelParts,
+    source: DraftSource,
+    layout: StepLayout,
+    cache: TreeKVCache,
+    root: torch.Tensor,
+    nodes: torch.Tensor,
+    prefix_len: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over the root ``[1]``, draft ``nodes [M]`` and pseudo rows.
+
+    Returns the final-normed hidden states ``[S, d]`` and, for a source with an early exit, the
+    real rows' hidden states ``[R, d]`` after its ``exit_layer`` (else None). Pseudo rows run with
+    the source's adapters (:meth:`DraftSource.adapted`), which never touch real rows.
+    """
+    real = layout.num_real
+    positions = layout.offsets + prefix_len
+    hidden = parts.embed(torch.cat([root, nodes]))[None]
+    rotary = parts.rotary(hidden, positions[None])
+    num_layers = len(parts.layers)
+    inject_at = source.layer + 1 if layout.num_pseudo else None  # 0 for sources that inject before layer 0
+    capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
+    exit_at = source.exit_layer + 1 if source.exit_layer is not None else None
+    step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
+    step_rotary, step_positions = tuple(part[:, :real] for part in rotary), positions[:real]
+    exit_hidden, captured, done = None, None, 0
+    with source.adapted(parts.layers, real) if inject_at is not None else contextlib.nullcontext():
+        for stop in sorted({num_layers} | {at for at in (inject_at, capture_at, exit_at) if at is not None}):
+            hidden = parts.run_layers(hidden, done, stop, cache, step_rotary, step_positions, step)
+            done = stop
+            if stop == exit_at:
+                exit_hidden = hidden[0, :real]
+            if stop == capture_at:
+                captured = hidden[0]
+            if stop == inject_at:
+                rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
+                rows[:, :real] = hidden
+                states = hidden[0] if captured is None else torch.cat([hidden[0], captured], dim=-1)
+                owners = states if layout.owner_rows is None else states.index_select(0, layout.owner_rows)
+                source.inject(owners, rows[0, real:])
+                hidden, step_rotary, step_positions = rows, rotary, positions
+                step = StepAttention(prefix_len, layout.full_bits, positions, backend)
+    return parts.norm(hidden[0]), exit_hidden
+
+
+def early_exit(parts: ModelParts, source: DraftSource, exit_hidden):
+    """``f(row [1] int64) -> [exit_depth, d]`` final-normed early-exit states of a real row, or None."""
+    if exit_hidden is None:
+        return None
+    return lambda row: parts.norm(source.exit_states(exit_hidden.index_select(0, row)))
+
+
+def speculative_generate(
+    parts: ModelParts,
+    source: DraftSource,
+    planner,
+    input_ids: torch.Tensor,
+    stop: StopChecker,
+    rule,
+    backend: str,
+    streamer=None,
+) -> tuple[torch.Tensor, DecodeStats]:
+    """Decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
+
+    ``planner`` is a :class:`~specdec.decode.planner.StaticPlanner` or :class:`~specdec.decode.planner.AutoPlanner`;
+    ``rule`` a :class:`~specdec.decode.verification.GreedyRule` or :class:`~specdec.decode.verification.SamplingRule`.
+    Returns the sequence ``[1, P + new]`` (int64, on ``input_ids.device``), cut exactly where plain
+    decoding stops, and the statistics of the run.
+    """
+    start_time = time.perf_counter()
+    prompt_len = input_ids.shape[1]
+    cache = TreeKVCache(len(parts.layers), stop.max_length + CACHE_SLACK)
+    sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
+    sequence[:, :prompt_len] = input_ids
+    context = DraftContext(input_ids[0].tolist())
+    length = prompt_len
+    root = input_ids[0, -1:]
+
+    prefill(parts, cache, input_ids[0, :-1], backend)
+    plan = planner.plan(source.propose(context, Candidates()))
+    per_step = []  # (draft nodes, rows, accepted) of every step
+    last = None  # (plan, start time, emitted) of the previous step
+    while True:
+        now = time.perf_counter()
+        if last is not None:
+            planner.observe_seconds(last[0], now - last[1], last[2])
+        prefix_len = length - 1  # committed tokens in the cache: all but the root
+        hidden, exit_hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
+        early = early_exit(parts, source, exit_hidden)
+        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early, source.vocabulary)
+        accepted = len(verdict.tokens) - 1
+        per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
+        planner.observe(plan, verdict.path)
+        if length + accepted + 1 > sequence.shape[1]:  # grows by doubling, like the KV cache
+            sequence = torch.cat([sequence, torch.empty_like(sequence)], dim=1)
+        sequence[0, length : length + accepted + 1] = verdict.emitted[: accepted + 1]
+        finished = False
+        for token in verdict.tokens:
+            context.tokens.append(token)
+            length += 1
+            if streamer is not None:
+                streamer.put(torch.tensor([token]))
+            if stop.stops(sequence[:, :length], token):
+                finished = True
+                break
+        if finished:
+            break
+        cache.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
+        root = verdict.emitted[accepted : accepted + 1]
+        last = (plan, now, accepted + 1)
+        plan = planner.plan(source.propose(context, verdict.ranked))
+
+    nodes, rows, accepted = zip(*per_step)
+    stats = DecodeStats(
+        steps=len(per_step),
+        new_tokens=length - prompt_len,
+        k=source.depth,
+        nodes=nodes,
+        rows=rows,
+        accepted=accepted,
+        seconds=time.perf_counter() - start_time,
+    )
+    return sequence[:, :length], stats

@@ -1,0 +1,1 @@
+"""FIRP's learned parts: the pseudo-row source, the predictor (linear maps), richer maps, adapters, the draft vocabulary."""
