@@ -8,7 +8,7 @@ import specdec
 from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.loop import ModelParts, forward_step, prefill
-from specdec.drafts.firp.maps import MAP_CLASSES
+from specdec.drafts.firp.predictor import MAP_CLASSES
 from specdec.decode.tree import StepLayout, TreeShape
 
 

@@ -41,10 +41,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from ..drafts.firp.adapters import applied
 from ..drafts import DraftSource, EarlyExitDrafts, MaskDrafts
-from ..drafts.firp.maps import MAP_CLASSES
-from ..drafts.firp.predictor import FuturePredictor
+from ..drafts.firp.adapters import applied
+from ..drafts.firp.predictor import MAP_CLASSES, FuturePredictor
 from .data import as_sequences, batch_at
 
 SOURCES = ("firp", "mask", "exit")

@@ -145,5 +145,3 @@ def check_earlier_layer(earlier_layer: int, layer: int) -> None:
     if not is_int(earlier_layer) or not -1 <= earlier_layer < layer:
         raise ValueError(f"the earlier layer must be an int in [-1, {layer - 1}] (below the transfer layer {layer}), got {earlier_layer!r}")
 
-
-MAP_CLASSES = {"linear": FuturePredictor, "mlp": MLPPredictor, "multi": MultiLayerPredictor}

@@ -24,6 +24,12 @@ def model_fingerprint(model_or_config) -> dict:
     return {field: getattr(config, field) for field in FINGERPRINT_FIELDS}
 
 
+MAP_CLASSES: "dict[str, type[FuturePredictor]]" = {}
+"""Every FIRP map kind by the name its files record (``"linear"``, ``"mlp"``, ``"multi"``): each
+class that names a ``MAP`` registers itself when it is defined, so this module needs no import of
+:mod:`~specdec.drafts.firp.maps` (which imports it) to load the richer kinds."""
+
+
 class FuturePredictor(nn.Module):
     """``k`` maps ``p_i(h) = W_i h + b_i`` from the hidden state after layer ``layer``.
 
@@ -53,6 +59,11 @@ class FuturePredictor(nn.Module):
     refine = True
     earlier_layer = None  # a second input layer (MultiLayerPredictor), or None
     draft_vocab = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "MAP" in vars(cls):  # a map kind of its own (not a subclass that only changes behaviour)
+            MAP_CLASSES[cls.MAP] = cls
 
     def __init__(self, hidden_size: int, k: int, layer: int, fingerprint: dict, adapters: PseudoRowAdapters | None = None):
         super().__init__()
@@ -148,8 +159,6 @@ class FuturePredictor(nn.Module):
         config = read_config(path, cls.SOURCE)
         kind = config.get("map", "linear")
         if kind != cls.MAP:
-            from .maps import MAP_CLASSES
-
             if cls is FuturePredictor and kind in MAP_CLASSES:
                 return MAP_CLASSES[kind].from_pretrained(path, device, dtype)
             raise ValueError(
@@ -165,6 +174,10 @@ class FuturePredictor(nn.Module):
             raise ValueError(f"corrupted predictor config {file}: {err}") from None
         predictor.draft_vocab = read_draft_vocab(path / VOCAB_NAME)
         return load_state(predictor, path, device, dtype)
+
+
+
+MAP_CLASSES[FuturePredictor.MAP] = FuturePredictor
 
 
 def read_draft_vocab(file: Path) -> DraftVocabulary | None:
