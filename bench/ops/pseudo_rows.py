@@ -26,7 +26,7 @@ class EveryRowPlanner(AutoPlanner):
         plan = super().plan(cands)
         real = plan.layout.num_real
         layout = self.layouts.get(plan.layout.parents, tuple(range(real)))
-        plan.layout, plan.segments = layout, self._segments(real, real)
+        plan.layout, plan.segments = layout, self.shape.segments(real, real)
         return plan
 
 
