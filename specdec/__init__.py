@@ -9,17 +9,17 @@
     specdec.unpatch(model)
 """
 
-from .drafts.firp.adapters import PseudoRowAdapters
-from .demo import load_demo
-from .drafts.firp.vocabulary import DraftVocabulary
-from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
-from .drafts.firp.maps import MLPPredictor, MultiLayerPredictor
-from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
-from .drafts.firp.predictor import FuturePredictor
 from .decode.stats import DecodeStats
+from .decode.tree import TREE_NAMES, TreeShape
+from .demo import load_demo
+from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
+from .drafts.firp.adapters import PseudoRowAdapters
+from .drafts.firp.maps import MLPPredictor, MultiLayerPredictor
+from .drafts.firp.predictor import FuturePredictor
+from .drafts.firp.vocabulary import DraftVocabulary
+from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
 from .training.sweep import measure_tau, sweep_layers
 from .training.train import TrainConfig, evaluate_predictor, train_predictor
-from .decode.tree import TREE_NAMES, TreeShape
 
 __version__ = "0.1.0"
 

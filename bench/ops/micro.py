@@ -15,10 +15,7 @@ only smoke-test the code paths: they are not kernel figures. Results go to
 import sys
 
 if __name__ == "__main__" and not __package__:
-    sys.exit(
-        "run this benchmark as `python -m bench.ops` from the repository root: `python bench/kernels.py` "
-        "puts bench/ on sys.path, where transformers would import this file as Hugging Face's `kernels` package"
-    )
+    sys.exit("run this benchmark as `python -m bench.ops` from the repository root (it imports bench.common)")
 
 import argparse
 import json
