@@ -89,7 +89,7 @@ class RandomPlanner:
             parents.append(parent)
             depths.append(depth)
         owners = sorted(rng.sample(range(len(depths)), rng.randint(0, len(depths)))) if self.k else []
-        layout = specdec.tree.StepLayout.of(parents, owners, self.k, self.device)
+        layout = specdec.decode.tree.StepLayout.of(parents, owners, self.k, self.device)
         return Plan(layout, tokens, torch.tensor(tokens, dtype=torch.int64, device=self.device))
 
     def observe(self, plan, path):

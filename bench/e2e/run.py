@@ -187,12 +187,16 @@ def run_generation(args, model, predictor, prompts: list[torch.Tensor], table: d
 
 
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
-    """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`) and, for greedy
-    methods, over HF prompt lookup; tau, rows per step, step cost (seconds per step over its
+    """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`; overall, and each
+    prompt's, sorted, for the spread) and, for greedy methods, over HF prompt lookup; tau, rows per step, step cost (seconds per step over its
     baseline's seconds per token, i.e. per plain step), exactness (greedy methods only)."""
     def tokens_per_second(name):  # the exact name: "specdec auto (defaults)" must not take in its sampling rows
         mine = [r for r in rows if r["method"] == name]
         return sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine) if mine else None
+
+    def per_prompt(name):  # each prompt's speedup over its own baseline run
+        base = {r["prompt"]: r["seconds"] / r["new_tokens"] for r in rows if r["method"] == baseline_of(name)}
+        return sorted(base[r["prompt"]] * r["new_tokens"] / r["seconds"] for r in rows if r["method"] == name)
 
     lookup = next((tokens_per_second(name) for name in names if name.startswith("HF prompt lookup")), None)
     summary = []
@@ -206,6 +210,7 @@ def summarize(rows: list[dict], names: list[str]) -> list[dict]:
             "method": name,
             "tokens_per_s": speed,
             "speedup": speed / tokens_per_second(baseline_of(name)),
+            "speedup_per_prompt": per_prompt(name),
             "vs_prompt_lookup": speed / lookup if lookup and greedy else None,
             "tau": sum(r["new_tokens"] for r in mine) / sum(steps) if steps else None,
             "rows_per_step": sum(r["rows_per_step"] * r["steps"] for r in mine) / sum(steps) if steps else None,
@@ -346,11 +351,13 @@ def markdown_table(summary: list[dict]) -> str:
     def cell(value, fmt):
         return "-" if value is None else format(value, fmt) + ("x" if fmt == ".2f" else "")
 
-    lines = ["| method | tokens/s | speedup | vs HF prompt lookup | tau | rows/step | exact match |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | tokens/s | speedup | per prompt: median (range) | vs HF prompt lookup | tau | rows/step | exact match |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summary:
         exact = "n/a (sampled)" if s["exact_match"] is None else f"{s['exact_match']:.0%}"
-        lines.append(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {cell(s['vs_prompt_lookup'], '.2f')} "
+        each = s["speedup_per_prompt"]
+        spread = f"{statistics.median(each):.2f}x ({each[0]:.2f}-{each[-1]:.2f}x)" if each else "-"
+        lines.append(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {spread} | {cell(s['vs_prompt_lookup'], '.2f')} "
                      f"| {cell(s['tau'], '.2f').removesuffix('x')} | {cell(s['rows_per_step'], '.1f')} | {exact} |")
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 Each step runs the model's own decoder layers once over the root, the draft nodes and (after the
 transfer layer) the pseudo rows of the rows the planner chose, verifies the tree greedily
 (:mod:`specdec.decode.verification`), keeps the accepted rows in the cache, and asks the source for the
-next candidates and the planner for the next tree. See ``docs/firp.md`` of the project for the
+next candidates and the planner for the next tree. See ``docs/method.md`` for the
 algorithm.
 """
 
