@@ -119,6 +119,7 @@ def test_causal(seed, heads, rows, prefix_len, blocks, dtype):
         (21, False, 90, 16, {"block_n": 16}),  # the window starts inside the prefix, mid-block
         (22, False, 7, 100, {}),  # the window covers everything
         (23, True, 0, 8, {"block_m": 16, "block_n": 16}),  # sliding-window prefill
+        (24, True, 0, 64, {"block_m": 16, "block_n": 16}),  # a window longer than the prefill: the reference's causal path
     ],
 )
 def test_sliding_window(seed, causal, prefix_len, window, blocks, dtype):
