@@ -120,7 +120,7 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
     reason = ensure_wrapped(model, parts.layers)
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), predictor or _NoPredictor))
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), _NoPredictor if predictor is None else predictor))
     setattr(model, STATS_ATTR, None)
     for name in _OVERRIDES:
         setattr(model, name, _Override(model, name))

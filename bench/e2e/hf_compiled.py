@@ -9,28 +9,30 @@ of the model gets ``model.forward = torch.compile(model.forward)`` (inductor, de
 and generates with ``cache_implementation="static"``; the first copy runs eager plain greedy and
 specdec (patching switches the attention implementation, which a compiled forward would recompile
 for). Every prompt is run once through the compiled model before timing (compilation, and
-recompilation for new shapes, are reported, not timed); then methods are interleaved per prompt,
-medians over repeats. Results: ``bench/results/hf-compiled-{model}-{device}.json``.
+recompilation for new shapes, are reported, not timed); then the methods run as in ``bench.e2e``
+(:func:`bench.e2e.run.run_generation`: interleaved per prompt, medians over repeats). Results:
+``bench/results/hf-compiled-{model}-{device}.json``.
 """
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from bench.common import RESULTS, device_names, environment
-from bench.e2e.run import class_prompts, timed_generate
-from specdec import load_demo, patch, stats, unpatch
+from bench.e2e.run import class_prompts, run_generation
+from specdec import load_demo, patch, unpatch
 from specdec.demo import DEFAULT_DEMO, DEMOS
+
+EAGER, COMPILED = "plain greedy", "HF static cache + torch.compile"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=DEMOS, default=DEFAULT_DEMO)
-    parser.add_argument("--classes", nargs="+", default=["chat", "code"])
+    parser.add_argument("--classes", nargs="+", choices=("chat", "code"), default=["chat", "code"])
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1)
@@ -40,11 +42,11 @@ def main() -> None:
     compiled, _, _ = load_demo(args.model)
     compiled.forward = torch.compile(compiled.forward)
     static = {"cache_implementation": "static"}
-    methods = {
-        "plain greedy (eager)": (model, lambda: unpatch(model), {}),
-        "HF static cache + torch.compile": (compiled, lambda: None, static),
-        "specdec defaults": (model, lambda: patch(model, predictor), {}),
-        "specdec, no predictor": (model, lambda: patch(model), {}),
+    table = {  # name -> (set-up returning the model to generate with, generate kwargs)
+        EAGER: (lambda: unpatch(model), {}),
+        COMPILED: (lambda: compiled, static),
+        "specdec defaults": (lambda: patch(model, predictor), {}),
+        "specdec, no predictor": (lambda: patch(model), {}),
     }
     results = {"compile_seconds": [], "classes": {}}
     for name in args.classes:
@@ -54,33 +56,16 @@ def main() -> None:
             compiled.generate(ids, max_new_tokens=args.new_tokens, do_sample=False, **static)
             results["compile_seconds"].append(time.perf_counter() - start)
             print(f"{name}: compiled-model warm-up {results['compile_seconds'][-1]:.1f} s", flush=True)
-        for target, setup, kwargs in methods.values():  # warm-up of the eager methods
-            setup()
-            timed_generate(target, prompts[0], 16, kwargs)
-        rows = []
-        for number, ids in enumerate(prompts):
-            seconds, outputs, taus = {m: [] for m in methods}, {}, {}
-            for _ in range(args.repeats):
-                for method, (target, setup, kwargs) in methods.items():
-                    setup()
-                    outputs[method], elapsed = timed_generate(target, ids, args.new_tokens, kwargs)
-                    seconds[method].append(elapsed)
-                    taus[method] = stats(model).tau if method.startswith("specdec") else None
-            reference = outputs["plain greedy (eager)"]
-            for method in methods:
-                rows.append({"method": method, "prompt": number, "new_tokens": outputs[method].shape[1] - ids.shape[1],
-                             "seconds": statistics.median(seconds[method]), "tau": taus[method],
-                             "identical": bool(torch.equal(outputs[method], reference))})
-            print(f"{name} prompt {number}: " + ", ".join(f"{r['method']} {r['new_tokens'] / r['seconds']:.1f} tok/s" for r in rows[-len(methods):]), flush=True)
+        rows, summary = run_generation(args, model, predictor, prompts, table)
         unpatch(model)
-        speed = {m: sum(r["new_tokens"] for r in rows if r["method"] == m) / sum(r["seconds"] for r in rows if r["method"] == m) for m in methods}
-        summary = {m: {"tokens_per_s": speed[m], "vs_eager": speed[m] / speed["plain greedy (eager)"],
-                       "vs_hf_compiled": speed[m] / speed["HF static cache + torch.compile"],
-                       "identical": all(r["identical"] for r in rows if r["method"] == m)} for m in methods}
+        speed = {s["method"]: s["tokens_per_s"] for s in summary}
+        for s in summary:
+            s["vs_hf_compiled"] = speed[s["method"]] / speed[COMPILED]
         results["classes"][name] = {"rows": rows, "summary": summary}
-        print(f"\n{name}\n| method | tokens/s | vs eager plain | vs HF static + compile | identical |\n| --- | --- | --- | --- | --- |")
-        for m, s in summary.items():
-            print(f"| {m} | {s['tokens_per_s']:.1f} | {s['vs_eager']:.2f}x | {s['vs_hf_compiled']:.2f}x | {'yes' if s['identical'] else 'NO'} |")
+        print(f"\n{name}\n| method | tokens/s | vs eager plain | vs HF static + compile | tau | exact match |\n| --- | --- | --- | --- | --- | --- |")
+        for s in summary:
+            tau = "-" if s["tau"] is None else f"{s['tau']:.2f}"
+            print(f"| {s['method']} | {s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {s['vs_hf_compiled']:.2f}x | {tau} | {s['exact_match']:.0%} |")
     device_name, device_kind = device_names(torch.device("cpu"))
     path = args.out / f"hf-compiled-{args.model}-{device_kind}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

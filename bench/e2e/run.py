@@ -104,7 +104,8 @@ def load(args):
 
 
 def methods(args, model, predictor):
-    """Name -> (set-up, generate keyword arguments). Set-up patches or unpatches the model."""
+    """Name -> (set-up, generate keyword arguments). Set-up patches or unpatches the model and
+    returns it (the model the method generates with)."""
     plain = lambda: unpatch(model)  # noqa: E731
     table = {"plain greedy": (plain, {})}
     if args.prompt_lookup:
@@ -157,20 +158,20 @@ def timed_generate(model, ids, new_tokens, kwargs) -> tuple[torch.Tensor, float]
 
 
 def run_generation(args, model, predictor, prompts: list[torch.Tensor], table: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """Per-prompt rows and per-method summary rows (of ``table``, default :func:`methods`)."""
+    """Per-prompt rows and per-method summary rows (of ``table``, default :func:`methods`; each
+    method generates with the model its set-up returns)."""
     table = table or methods(args, model, predictor)
     for setup, kwargs in table.values():  # warm-up
-        setup()
-        timed_generate(model, prompts[0], 16, kwargs)
+        timed_generate(setup(), prompts[0], 16, kwargs)
     rows = []
     for number, ids in enumerate(prompts):
         outputs, seconds, runs = {}, {name: [] for name in table}, {}
         for _ in range(args.repeats):
             for name, (setup, kwargs) in table.items():
-                setup()
-                outputs[name], elapsed = timed_generate(model, ids, args.new_tokens, kwargs)
+                target = setup()
+                outputs[name], elapsed = timed_generate(target, ids, args.new_tokens, kwargs)
                 seconds[name].append(elapsed)
-                runs[name] = stats(model) if name.startswith("specdec") else None
+                runs[name] = stats(target) if name.startswith("specdec") else None
         unpatch(model)
         reference = outputs["plain greedy"]
         for name in table:
@@ -188,8 +189,9 @@ def run_generation(args, model, predictor, prompts: list[torch.Tensor], table: d
 
 def summarize(rows: list[dict], names: list[str]) -> list[dict]:
     """Per method: tokens/s, speedup over its plain baseline (:func:`baseline_of`; overall, and each
-    prompt's, sorted, for the spread) and, for greedy methods, over HF prompt lookup; tau, rows per step, step cost (seconds per step over its
-    baseline's seconds per token, i.e. per plain step), exactness (greedy methods only)."""
+    prompt's, sorted, for the spread) and, for greedy methods, over HF prompt lookup; tau, rows per
+    step, step cost (seconds per step over its baseline's seconds per token, i.e. per plain step),
+    exactness (greedy methods only)."""
     def tokens_per_second(name):  # the exact name: "specdec auto (defaults)" must not take in its sampling rows
         mine = [r for r in rows if r["method"] == name]
         return sum(r["new_tokens"] for r in mine) / sum(r["seconds"] for r in mine) if mine else None

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import torch
 
+from ..decode.tree import TreeShape, parse_tree_arg
+from ..demo import DEFAULT_DEMO, DEMOS
+from ..demo import run as demo_run
 from ..drafts.firp.adapters import adapted_layers
+from ..drafts.firp.maps import check_earlier_layer, default_earlier_layer
+from ..drafts.firp.predictor import check_layer, default_layer
+from ..drafts.firp.vocabulary import DraftVocabulary
+from ..training.data import check_seq_len
+from ..training.train import TrainConfig
 from .inputs import (
     ACCEPTED_MODELS,
     Bound,
@@ -28,18 +36,10 @@ from .inputs import (
     parse_positions,
     tokenizer_folder,
 )
-from ..demo import DEFAULT_DEMO, DEMOS
-from ..drafts.firp.vocabulary import DraftVocabulary
-from ..drafts.firp.maps import check_earlier_layer, default_earlier_layer
-from ..drafts.firp.predictor import check_layer, default_layer
-from ..training.train import TrainConfig
-from ..training.data import check_seq_len
-from ..decode.tree import TreeShape, parse_tree_arg
 
 SOURCES = ("firp", "mask", "exit")
 MAPS = ("linear", "mlp", "multi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEMO_SOURCES = ("trained", "lookup")
 TRAIN_BOUNDS = (
     Bound("--k", 1),
     Bound("--steps", 1),
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="plain vs patched generation on a demo model")
     demo.add_argument("--model", choices=DEMOS, default=DEFAULT_DEMO, help="the demo model")
     demo.add_argument("--name", choices=DEMOS, dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # --model's old name
-    demo.add_argument("--source", choices=DEMO_SOURCES, default="trained",
+    demo.add_argument("--source", choices=demo_run.SOURCES, default="trained",
                       help="trained: the demo's trained predictor (with n-gram lookup); lookup: n-gram lookup drafts only, no predictor")
     demo.add_argument("--max-new-tokens", type=int, default=None, help="default: per demo")
     return parser
@@ -364,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             run_distill(args)
         else:
             check_bounds(args, DEMO_BOUNDS)
-            from ..demo.run import run_demo
-
-            run_demo(args.model, max_new_tokens=args.max_new_tokens, source=args.source)
+            demo_run.run_demo(args.model, max_new_tokens=args.max_new_tokens, source=args.source)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

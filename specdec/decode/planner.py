@@ -151,13 +151,23 @@ class AutoPlanner:
     """
 
     def __init__(self, pseudo_per_row: int, pseudo_fraction: float, max_depth: int, memory: DraftingMemory, cost: StepCost, layouts: LayoutCache):
-        self.k, self.fraction, self.max_depth = pseudo_per_row, pseudo_fraction, max(1, max_depth)
         self.shape = StepShape(pseudo_per_row, pseudo_fraction)
+        self.max_depth = max(1, max_depth)
         self.memory, self.cost, self.layouts = memory, cost, layouts
         self.top_k = AUTO_TOP_K
         self.device = layouts.device
         memory.begin_call()
         self._plain = Plan(layouts.get((), ()), [], torch.empty(0, dtype=torch.int64, device=self.device), [])
+
+    @property
+    def k(self) -> int:
+        """Pseudo rows per owner row (the source's ``k``)."""
+        return self.shape.k
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the model's layers a pseudo row runs through."""
+        return self.shape.fraction
 
     @property
     def rate(self) -> float:

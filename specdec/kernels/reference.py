@@ -108,16 +108,14 @@ def tree_attention(
     kv_heads, kv_len = k.shape[1], k.shape[2]
     if kv_len != prefix_len + rows:
         raise ValueError(f"tree_attention: {kv_len} keys but prefix_len={prefix_len} + {rows} step rows")
-    if step_bits is None and prefix_len == 0 and (window is None or window >= rows):
-        # Plain causal attention over the step's own rows (a prefill): SDPA's causal path, as the
-        # unpatched model takes it, never a dense mask (its math kernel holds [Hq, S, S] scores).
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=rows > 1, scale=scale, enable_gqa=q_heads != kv_heads)
-        return out.transpose(1, 2).contiguous()
-    mask = step_visibility(rows, prefix_len, step_bits, positions, window, q.device)
+    # Plain causal attention over the step's own rows (a prefill) takes SDPA's causal path, as the
+    # unpatched model does, never a dense mask (the math kernel would hold [Hq, S, S] scores).
+    causal = step_bits is None and prefix_len == 0 and (window is None or window >= rows)
+    mask = None if causal else step_visibility(rows, prefix_len, step_bits, positions, window, q.device)
     # With a mask, CUDA's memory-efficient SDPA kernel refuses some shapes ("cutlassF: no kernel
     # found to launch", seen on an H100 for fp32 with 1-100 keys): use the math kernel there.
-    with sdpa_kernel(SDPBackend.MATH) if q.is_cuda else contextlib.nullcontext():
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q_heads != kv_heads)
+    with sdpa_kernel(SDPBackend.MATH) if q.is_cuda and mask is not None else contextlib.nullcontext():
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and rows > 1, scale=scale, enable_gqa=q_heads != kv_heads)
     return out.transpose(1, 2).contiguous()
 
 
