@@ -18,6 +18,7 @@ state: the overrides are :class:`_Override` objects, which pickle as (model, nam
 re-created on the loaded model (registering the wrapped attention in a fresh process).
 """
 
+import dataclasses
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from transformers.generation import GenerationMode
 from .decode.attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
 from .decode.cost import StepCost
 from .decode.loop import ModelParts, speculative_generate
+from .decode.packing import PackedWeights, PlainWeights
 from .drafts import DraftSource, LookupDrafts
 from .decode.rules import StopChecker, unsupported_processor
 from .kernels import check_backend
@@ -49,7 +51,8 @@ PASSIVE_MODEL_KWARGS = ("attention_mask", "position_ids", "use_cache", "logits_t
 class PatchState:
     """What ``patch()`` was given; ``prepared`` is ``source`` made ready for the device and dtype in
     ``prepared_for``. ``shape`` is None for ``tree="auto"``; ``owner`` is the object passed to
-    :func:`patch` (what ``tree="auto"`` keeps its statistics under)."""
+    :func:`patch` (what ``tree="auto"`` keeps its statistics under); ``weights`` what the step's
+    linears run on (:class:`PackedWeights` for ``compile="auto"``, else :class:`PlainWeights`)."""
 
     source: DraftSource
     shape: TreeShape | None
@@ -57,6 +60,7 @@ class PatchState:
     prepared: DraftSource
     prepared_for: tuple
     owner: object
+    weights: "PackedWeights | PlainWeights"
     warned: set = field(default_factory=set)
 
 
@@ -83,7 +87,7 @@ class _Unsupported(Exception):
     """Raised inside ``generate`` before any work when the request needs the original decoding."""
 
 
-def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree="auto", backend: str = "auto"):
+def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree="auto", backend: str = "auto", compile="auto"):
     """Make ``model.generate`` decode with speculative drafts (greedy or sampling); returns ``model``.
 
     Args:
@@ -97,6 +101,11 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
             static tree: ``"chain"``, ``"default"`` (16 nodes), ``"wide"`` (60 nodes), a node count
             ``N`` (the ``N`` most likely paths) or a list of paths.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).
+        compile: ``"auto"`` (the default): on a CPU, the step's linear layers and LM head run on
+            oneDNN-packed copies of their weights (:mod:`specdec.decode.packing`; packed once, at the
+            first call, in well under a second for a 135M model, and kept while the weights are
+            unchanged; they cost the weights' memory again and are skipped when that is not free);
+            elsewhere the step as ``False``. ``False``: the model's weights as stored.
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.
     Each ``generate`` call reads the model's modules afresh and checks them again, so later
@@ -109,6 +118,8 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
     else:
         raise TypeError(f"predictor must be None, a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
     check_backend(backend)
+    if not (compile is False or (isinstance(compile, str) and compile == "auto")):
+        raise ValueError(f"compile must be 'auto' or False, got {compile!r} (a compiled static step is not available yet)")
     static = not (isinstance(tree, str) and tree == "auto")
     if static and not source.depth:
         raise ValueError("static trees draft from ranked candidates (pseudo rows or an early exit), and this source has none: use tree='auto'")
@@ -120,7 +131,9 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
     reason = ensure_wrapped(model, parts.layers)
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), _NoPredictor if predictor is None else predictor))
+    weights = PackedWeights() if compile == "auto" else PlainWeights()
+    owner = _NoPredictor if predictor is None else predictor
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights))
     setattr(model, STATS_ATTR, None)
     for name in _OVERRIDES:
         setattr(model, name, _Override(model, name))
@@ -265,8 +278,11 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
         specdec_streamer.put(input_ids.cpu())
     stop = StopChecker(stopping_criteria, generation_config.max_length)
     rule = rule_for(generation_config, logits_processor)
-    planner = _planner(model, state, parts, source, rule.regime)
-    sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
+    weights = state.weights.for_step(parts.layers, parts.lm_head)
+    planner = _planner(model, state, parts, source, rule.regime, weights.name)
+    with weights.active(parts.layers, parts.lm_head, source.vocabulary):
+        sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
+    run_stats = dataclasses.replace(run_stats, step=weights.name)
     if specdec_streamer is not None:
         specdec_streamer.end()
     setattr(model, STATS_ATTR, run_stats)
@@ -274,14 +290,15 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     return sequence.to(torch.promote_types(input_ids.dtype, torch.int64))
 
 
-def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, regime: tuple) -> "AutoPlanner | StaticPlanner":
+def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, regime: tuple, step: str) -> "AutoPlanner | StaticPlanner":
     """The planner of one ``generate`` call, with what earlier calls in the same ``regime`` (greedy,
-    or sampling at given settings: acceptance differs between them) learned for ``tree="auto"``."""
+    or sampling at given settings: acceptance differs between them) learned for ``tree="auto"``;
+    ``step`` names what the step runs on (packed or eager weights), which has its own cost curve."""
     device, dtype = _placement(model)
     if state.shape is not None:
         return StaticPlanner(state.shape, source.k, device)
     tuning = _TUNING.setdefault(model, Tuning())
-    cost = tuning.costs.setdefault((device, dtype, regime[0]), StepCost())  # a sampling step costs more than a greedy one
+    cost = tuning.costs.setdefault((device, dtype, regime[0], step), StepCost())  # a sampling step costs more than a greedy one
     layouts = tuning.layouts.setdefault((device, source.k), LayoutCache(source.k, device))
     memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
     num_layers = len(parts.layers)

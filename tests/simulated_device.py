@@ -25,5 +25,7 @@ def pin_cost(model, monkeypatch, seconds: Callable[[int], float], measured: bool
     unmeasured (the first step is plain)."""
     param = model.get_input_embeddings().weight
     cost = StepCost.measured(seconds) if measured else StepCost.shaped(seconds)
-    patching._TUNING.setdefault(model, patching.Tuning()).costs[(param.device, param.dtype, regime)] = cost
+    costs = patching._TUNING.setdefault(model, patching.Tuning()).costs
+    for step in ("packed", "eager"):  # whichever the step runs on (see specdec.decode.packing)
+        costs[(param.device, param.dtype, regime, step)] = cost
     simulate_steps(monkeypatch, seconds)

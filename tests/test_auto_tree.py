@@ -107,7 +107,7 @@ def test_random_dynamic_trees_with_partial_pseudo_rows_match_plain(arch, seed, m
     inner = FIRPDrafts(perturbed_predictor(model, 1 + seed % 2, k=3, seed=seed))
     # The truth at random ranks of the ranking (or missing), and a chain of wrong tokens.
     source = ScrambledDrafts(inner, expected[0].tolist(), model.config.vocab_size, seed=seed, miss_rate=0.3, chain_depth=5)
-    monkeypatch.setattr(patching, "_planner", lambda model, state, parts, source, regime: RandomPlanner(source.k, ids.device, seed))
+    monkeypatch.setattr(patching, "_planner", lambda model, state, parts, source, regime, step: RandomPlanner(source.k, ids.device, seed))
     specdec.patch(model, source)
     out = model.generate(ids, max_new_tokens=50, do_sample=False)
     assert_greedy_equivalent(model, expected, out)

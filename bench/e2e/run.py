@@ -116,6 +116,10 @@ def methods(args, model, predictor):
         draft = AutoModelForCausalLM.from_pretrained(args.draft_model, dtype=model.dtype).to(model.device).eval()
         table["HF assisted (draft model)"] = (plain, {"assistant_model": draft})
     runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
+    if args.eager_step:  # the same on the weights as stored: what oneDNN packing buys (CPU)
+        table["specdec auto (defaults), compile=False"] = (lambda: patch(model, predictor, backend=args.backend, compile=False), {})
+    if args.own_plain:  # the package's plain step (no drafts) on the default step: efficiency = speedup over it / tau
+        table["specdec plain step (tree=0)"] = (lambda: patch(model, FIRPDrafts(predictor), tree=0, backend=args.backend), {})
     if args.zero_training:  # patch(model): n-gram lookup alone, nothing trained
         runs.append(("auto", None, ", no predictor (lookup only)"))
     if predictor.draft_vocab is not None:  # what its draft vocabulary saves: the same without it
@@ -282,6 +286,10 @@ def main() -> None:
                         help="also run tree='auto' with an untrained identity predictor and no lookup (useless drafts)")
     parser.add_argument("--zero-training", action=argparse.BooleanOptionalAction, default=True,
                         help="also run specdec.patch(model) with no predictor (n-gram lookup drafts alone)")
+    parser.add_argument("--eager-step", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the defaults with compile=False (the step on the weights as stored)")
+    parser.add_argument("--own-plain", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the package's own plain step (tree=0: no drafts) on the default step")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[0.7, 1.0],
                         help="also run do_sample=True at these temperatures: plain sampling and the specdec defaults")

@@ -4,7 +4,11 @@ A speculative step emits tau tokens on average, so the wall-clock speedup can
 never exceed ``tau * plain_step / speculative_step``; this measures that ratio.
 The speculative step here is what the decode loop does per step: the forward
 pass over root, drafts and pseudo rows, the fused argmax, the accept walk and
-the one host read.
+the one host read. It is timed on the weights as stored (``eager``) and, where
+:mod:`specdec.decode.packing` applies (CPU), on oneDNN-packed weights (``packed``),
+interleaved; the plain step is Hugging Face's own (eager). The weight-read floor
+is the weights' bytes over the read bandwidth measured in the same run (a sum
+over a 1 GiB tensor on CPU, a device-to-device copy on a GPU).
 """
 
 import json
@@ -19,6 +23,7 @@ from bench.common import write_csv
 from specdec import FIRPDrafts, FuturePredictor, kernels, load_demo, patch, unpatch
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.loop import ModelParts, forward_step, prefill
+from specdec.decode.packing import PackedWeights, PlainWeights
 from specdec.demo import DEMOS
 from specdec.training.train import cache_kwarg
 from specdec.decode.tree import StepLayout, TreeShape, best_paths
@@ -75,6 +80,9 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
     parts, source = ModelParts.of(model), FIRPDrafts(predictor).prepared(model, args.backend)
     tree_cache = TreeKVCache(len(parts.layers), args.prefix + 8 * 65)
     prefill(parts, tree_cache, ids[0, :-1], args.backend)
+    packed = PackedWeights().for_step(parts.layers, parts.lm_head)
+    kinds = {"eager": PlainWeights()} | ({"packed": packed} if packed.name == "packed" else {})
+    floor_ms = weight_read_ms(model, device)
     rows = []
     for nodes in TREE_SIZES:
         shape = TreeShape.resolve(best_paths(nodes, predictor.k), predictor.k) if nodes else TreeShape(())
@@ -88,9 +96,21 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
             torch.cat([count.view(1), greedy[path.clamp(min=0)]]).tolist()
             tree_cache.lengths = [args.prefix] * len(parts.layers)
 
-        spec_ms = median_ms(spec_step, device)
-        rows.append({"tree_nodes": nodes, "step_rows": layout.num_rows, "plain_ms": plain_ms, "spec_ms": spec_ms, "ratio": spec_ms / plain_ms})
-        print(f"tree {nodes:3d} nodes ({layout.num_rows:3d} rows): spec step {spec_ms:8.3f} ms = {spec_ms / plain_ms:5.2f} x plain step {plain_ms:.3f} ms")
+        row = {"tree_nodes": nodes, "step_rows": layout.num_rows, "plain_ms": plain_ms, "weight_read_ms": floor_ms}
+        samples = {name: [] for name in kinds}
+        for _ in range(3):  # interleaved rounds: drift on a shared machine hits both kinds alike
+            for name, weights in kinds.items():
+                with weights.active(parts.layers, parts.lm_head):
+                    samples[name].append(median_ms(spec_step, device, repeats=10))
+        for name in kinds:
+            row[f"{name}_ms"] = statistics.median(samples[name])
+            row[f"{name}_ratio"] = row[f"{name}_ms"] / plain_ms
+        rows.append(row)
+        print(
+            f"tree {nodes:3d} nodes ({layout.num_rows:3d} rows): "
+            + ", ".join(f"{name} {row[f'{name}_ms']:8.2f} ms = {row[f'{name}_ratio']:5.2f} x" for name in kinds)
+            + f" the plain step {plain_ms:.2f} ms (weight read {floor_ms:.2f} ms)"
+        )
     unpatch(model)
     stem = args.out / f"e2e-steps-{args.shape}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), rows)
@@ -99,15 +119,31 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
     print(f"wrote {stem}.csv, .json, .png")
 
 
+def weight_read_ms(model, device: torch.device) -> float:
+    """Milliseconds to read the model's weights once at the bandwidth measured now."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.type == "cuda":
+        buf = torch.empty(2**28, dtype=torch.uint8, device=device)
+        seconds = median_ms(lambda: buf.clone(), device) / 1e3 / 2  # a copy reads and writes
+    else:
+        buf = torch.ones(2**28, dtype=torch.float32)
+        seconds = min(median_ms(lambda: buf.sum(), device, repeats=5) for _ in range(2)) / 1e3
+    return weight_bytes / (buf.numel() * buf.element_size() / seconds) * 1e3
+
+
 def plot(rows: list[dict], path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    sizes = [r["tree_nodes"] for r in rows]
-    ax.plot(sizes, [r["ratio"] for r in rows], marker="o", label="speculative step / plain step")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_xlabel("draft tree nodes")
-    ax.set_ylabel("step time ratio (break-even tau)")
-    ax.axhline(1, color="grey", lw=0.8)
+    rows_per_step = [r["step_rows"] for r in rows]
+    for name in ("eager", "packed"):
+        if f"{name}_ms" in rows[0]:
+            ax.plot(rows_per_step, [r[f"{name}_ms"] for r in rows], marker="o", label=f"speculative step, {name} weights")
+    ax.axhline(rows[0]["plain_ms"], color="tab:red", lw=1, ls="--", label="Hugging Face plain step (1 row)")
+    ax.axhline(rows[0]["weight_read_ms"], color="grey", lw=1, ls=":", label="weight-read floor")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(rows_per_step, [str(s) for s in rows_per_step])
+    ax.set_xlabel("rows per step (root, draft nodes, pseudo rows)")
+    ax.set_ylabel("ms per step")
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title, fontsize=10)

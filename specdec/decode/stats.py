@@ -16,6 +16,8 @@ class DecodeStats:
         accepted: accepted drafts of every step.
         seconds: wall time of the decoding loop (prefill and any first-use calibration included).
         fallback: why the original ``generate`` ran instead, or None.
+        step: what the step's linear layers ran on: ``"packed"`` (oneDNN-packed weights, see
+            :mod:`specdec.decode.packing`) or ``"eager"`` (the weights as stored).
     """
 
     steps: int = 0
@@ -26,6 +28,7 @@ class DecodeStats:
     accepted: tuple[int, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     fallback: str | None = None
+    step: str = "eager"
 
     @property
     def tau(self) -> float:
@@ -61,6 +64,6 @@ class DecodeStats:
         per_depth = ", ".join(f"{a:.2f}" for a in self.acceptance)
         return (
             f"DecodeStats(steps={self.steps}, new_tokens={self.new_tokens}, tau={self.tau:.2f}, "
-            f"nodes/step={self.tree_nodes:.1f}, rows/step={self.mean_rows:.1f}, k={self.k}, "
+            f"nodes/step={self.tree_nodes:.1f}, rows/step={self.mean_rows:.1f}, k={self.k}, step={self.step}, "
             f"acceptance by depth=[{per_depth}], {self.tokens_per_second:.1f} tok/s)"
         )

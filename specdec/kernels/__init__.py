@@ -2,7 +2,8 @@
 
 ``backend`` is ``"auto"`` (Triton for CUDA tensors, PyTorch otherwise),
 ``"torch"`` or ``"triton"`` (Triton even on CPU, where it runs interpreted when
-``TRITON_INTERPRET=1`` was set before this package was imported).
+``TRITON_INTERPRET=1`` was set before this package was imported). On CPU, linear layers may run
+with oneDNN-packed weights (:mod:`specdec.kernels.packed`).
 """
 
 import importlib
@@ -11,6 +12,7 @@ import torch
 
 from . import reference
 from .bits import num_words, pack_bits, unpack_bits
+from .packed import pack, packable, packed_linear, packed_scope
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -22,7 +24,11 @@ __all__ = [
     "lm_head_sample",
     "lm_head_topk",
     "num_words",
+    "pack",
     "pack_bits",
+    "packable",
+    "packed_linear",
+    "packed_scope",
     "project_future",
     "sample_scores",
     "tree_attention",

@@ -1,7 +1,8 @@
 """PyTorch references of the ops; the Triton host functions take the same arguments.
 
 These are also the ``backend="torch"`` implementations used on CPU, so they are
-written to be reasonably fast, not only obviously right.
+written to be reasonably fast, not only obviously right: the LM-head ops compute logits with
+:func:`specdec.kernels.packed.linear` (a oneDNN-packed head inside a ``packed_scope``).
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .bits import unpack_bits
+from .packed import linear
 
 
 def project_future(
@@ -132,7 +134,7 @@ def lm_head_argmax(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Te
     Returns:
         ``(ids, max_logit)``: int64 ``[N]`` and float32 ``[N]``.
     """
-    logits = F.linear(hidden, weight).float()
+    logits = linear(hidden, weight).float()
     ids = logits.argmax(dim=-1)
     return ids, logits.gather(1, ids[:, None]).squeeze(1)
 
@@ -169,7 +171,7 @@ def lm_head_topk(hidden: torch.Tensor, weight: torch.Tensor, k: int, *, token_id
         ``(ids, logits, lse)``: int64 ``[N, k]``, float32 ``[N, k]`` and float32 ``[N]``.
     """
     check_token_ids(token_ids, weight)
-    logits = F.linear(hidden, weight).float()
+    logits = linear(hidden, weight).float()
     values, ids = logits.topk(k, dim=-1)
     # topk orders equal values arbitrarily: re-rank by (value desc, index asc).
     ids, order = ids.sort(dim=-1)
@@ -266,7 +268,7 @@ def lm_head_sample(
     Returns:
         int64 ``[N]``.
     """
-    return sample_scores(warp(F.linear(hidden, weight).float(), temperature, top_k, top_p, min_p), seed, offsets)
+    return sample_scores(warp(linear(hidden, weight).float(), temperature, top_k, top_p, min_p), seed, offsets)
 
 
 def accept_walk(

@@ -1,0 +1,116 @@
+"""The step's linear layers on oneDNN-packed weights (CPU), for the duration of a ``generate`` call.
+
+:class:`PackedWeights` keeps one packed copy (:func:`specdec.kernels.pack`) of every ``nn.Linear``
+weight of the decoder layers, of the LM head and of the draft vocabulary's rows of it. Each call
+checks every weight again (storage, in-place version, dtype, device) and repacks what changed, so
+a model edited after ``patch()`` is never decoded with stale weights. Inside :meth:`active`, the
+decoder layers' linears run :func:`specdec.kernels.packed_linear` (their ``forward`` is overridden
+on the instance, and restored on exit) and the LM-head ops use the packed head
+(:func:`specdec.kernels.packed_scope`); outside it the model is untouched.
+
+The packed copies cost the weights' bytes again: :func:`fits_in_memory` refuses to pack when that
+would take more than half of the memory the system reports available.
+"""
+
+import contextlib
+import functools
+
+import torch
+from torch import nn
+
+from .. import kernels
+
+
+def _key(weight: torch.Tensor) -> tuple:
+    return weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape)
+
+
+def _packed_forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return kernels.packed_linear(x, packed, module.bias)
+
+
+def available_memory() -> int | None:
+    """Bytes the system reports available (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def fits_in_memory(weights: list[torch.Tensor]) -> bool:
+    """Whether packed copies of ``weights`` take at most half of the available memory (True where unknown)."""
+    free = available_memory()
+    needed = sum(w.numel() * w.element_size() for w in weights)
+    return free is None or needed <= free // 2
+
+
+class PackedWeights:
+    """Packed copies of a model's step weights, kept across ``generate`` calls while they stay unchanged."""
+
+    name = "packed"
+
+    def __init__(self):
+        self._packs: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(weight) -> (key, packed)
+
+    @staticmethod
+    def linears(layers) -> list[nn.Linear]:
+        """The ``nn.Linear`` modules of ``layers`` that :meth:`active` runs packed (not those whose
+        ``forward`` something else already overrides on the instance, e.g. an offloading hook)."""
+        return [
+            m for m in layers.modules()
+            if type(m) is nn.Linear and "forward" not in m.__dict__ and kernels.packable(m.weight)
+        ]
+
+    def for_step(self, layers, lm_head: torch.Tensor) -> "PackedWeights | PlainWeights":
+        """``self`` where packing applies to the model as it is now (a packable head and decoder
+        linears, memory to spare for the copies), else :class:`PlainWeights`."""
+        linears = self.linears(layers)
+        if kernels.packable(lm_head) and linears and fits_in_memory([lm_head] + [m.weight for m in linears]):
+            return self
+        return PlainWeights()
+
+    def _packed(self, weight: torch.Tensor, fresh: dict) -> torch.Tensor:
+        key = _key(weight)
+        entry = self._packs.get(id(weight))
+        if entry is None or entry[0] != key:
+            entry = (key, kernels.pack(weight))
+        fresh[id(weight)] = entry
+        return entry[1]
+
+    @contextlib.contextmanager
+    def active(self, layers, lm_head: torch.Tensor, vocabulary=None):
+        """Run ``layers``' linears, the LM head and ``vocabulary``'s rows of it packed inside the ``with``."""
+        fresh: dict = {}
+        modules = self.linears(layers)
+        forwards = [(m, functools.partial(_packed_forward, m, self._packed(m.weight, fresh))) for m in modules]
+        heads = [lm_head] + ([vocabulary.rows(lm_head)[0]] if vocabulary is not None else [])
+        pairs = [(w, self._packed(w, fresh)) for w in heads if kernels.packable(w)]
+        self._packs = fresh  # packs of weights no longer in the model are dropped
+        for module, forward in forwards:
+            module.forward = forward
+        try:
+            with kernels.packed_scope(pairs):
+                yield
+        finally:
+            for module, _ in forwards:
+                module.__dict__.pop("forward", None)
+
+    def __len__(self) -> int:
+        return len(self._packs)
+
+
+class PlainWeights:
+    """The step on the weights as stored (``compile=False``, or where packing does not apply)."""
+
+    name = "eager"
+
+    def for_step(self, layers, lm_head: torch.Tensor) -> "PlainWeights":
+        return self
+
+    def active(self, layers, lm_head: torch.Tensor, vocabulary=None):
+        return contextlib.nullcontext()
+
