@@ -35,7 +35,7 @@ import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment, timed_quietly, write_csv
-from specdec import FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
+from specdec import DraftSource, FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
 from specdec.demo import DEFAULT_DEMO, DEMOS
 from specdec.training.corpus import read_texts, stdlib_files
 from specdec.demo.run import prompt_ids
@@ -118,8 +118,8 @@ def methods(args, model, predictor):
     runs = [("auto", predictor, " (defaults)")]  # patch(model, predictor): FIRP + lookup, tree="auto"
     if args.eager_step:  # the same on the weights as stored: what oneDNN packing buys (CPU)
         table["specdec auto (defaults), compile=False"] = (lambda: patch(model, predictor, backend=args.backend, compile=False), {})
-    if args.own_plain:  # the package's plain step (no drafts) on the default step: efficiency = speedup over it / tau
-        table["specdec plain step (tree=0)"] = (lambda: patch(model, FIRPDrafts(predictor), tree=0, backend=args.backend), {})
+    if args.own_plain:  # the package's plain step (a source that never drafts): efficiency = speedup over it / tau
+        table["specdec plain step (no drafts)"] = (lambda: patch(model, DraftSource(), backend=args.backend), {})
     if args.zero_training:  # patch(model): n-gram lookup alone, nothing trained
         runs.append(("auto", None, ", no predictor (lookup only)"))
     if predictor.draft_vocab is not None:  # what its draft vocabulary saves: the same without it
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--eager-step", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the defaults with compile=False (the step on the weights as stored)")
     parser.add_argument("--own-plain", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the package's own plain step (tree=0: no drafts) on the default step")
+                        help="also run the package's own plain step (a draft source that never drafts) on the default step")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")
     parser.add_argument("--temperatures", nargs="*", type=float, default=[0.7, 1.0],
                         help="also run do_sample=True at these temperatures: plain sampling and the specdec defaults")

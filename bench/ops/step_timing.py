@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from bench.common import write_csv
-from specdec import FIRPDrafts, FuturePredictor, kernels, load_demo, patch, unpatch
+from specdec import DraftSource, FIRPDrafts, FuturePredictor, kernels, load_demo, patch, unpatch
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.loop import ModelParts, forward_step, prefill
 from specdec.decode.packing import PackedWeights, PlainWeights
@@ -77,16 +77,17 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
 
     plain_ms = median_ms(plain_step, device)
     patch(model, predictor, tree="chain", backend=args.backend)
-    parts, source = ModelParts.of(model), FIRPDrafts(predictor).prepared(model, args.backend)
+    parts, firp = ModelParts.of(model), FIRPDrafts(predictor).prepared(model, args.backend)
     tree_cache = TreeKVCache(len(parts.layers), args.prefix + 8 * 65)
     prefill(parts, tree_cache, ids[0, :-1], args.backend)
     packed = PackedWeights().for_step(parts.layers, parts.lm_head)
     kinds = {"eager": PlainWeights()} | ({"packed": packed} if packed.name == "packed" else {})
     floor_ms = weight_read_ms(model, device)
     rows = []
-    for nodes in TREE_SIZES:
-        shape = TreeShape.resolve(best_paths(nodes, predictor.k), predictor.k) if nodes else TreeShape(())
-        layout = StepLayout.build(shape, predictor.k, device)
+    plain_source = DraftSource()  # no pseudo rows: the package's own one-row step
+    for source, nodes in [(plain_source, 0)] + [(firp, nodes) for nodes in TREE_SIZES]:
+        shape = TreeShape.resolve(best_paths(nodes, source.k), source.k) if nodes else TreeShape(())
+        layout = StepLayout.build(shape, source.k, device)
         drafts = torch.randint(0, model.config.vocab_size, (nodes,), device=device)
 
         def spec_step():
@@ -96,7 +97,7 @@ def run_step_timing(args, meta: dict, device_kind: str) -> None:
             torch.cat([count.view(1), greedy[path.clamp(min=0)]]).tolist()
             tree_cache.lengths = [args.prefix] * len(parts.layers)
 
-        row = {"tree_nodes": nodes, "step_rows": layout.num_rows, "plain_ms": plain_ms, "weight_read_ms": floor_ms}
+        row = {"tree_nodes": nodes, "pseudo_rows": layout.num_pseudo, "step_rows": layout.num_rows, "plain_ms": plain_ms, "weight_read_ms": floor_ms}
         samples = {name: [] for name in kinds}
         for _ in range(3):  # interleaved rounds: drift on a shared machine hits both kinds alike
             for name, weights in kinds.items():
