@@ -2,7 +2,7 @@
 
 ``sample_case(seed)`` draws one :class:`FuzzCase` (architecture, sizes, sliding
 window, dtype, attention implementation, ``k``, transfer layer, tree (static or ``"auto"``), draft
-source, prompt, EOS, logits processors, kernel backend, and a change made to the
+source, prompt, EOS, logits processors, kernel backend, ``compile`` (packed weights or not), and a change made to the
 model after ``patch()``: attention implementation, dtype or LM head); ``run_case(case)``
 builds two identical tiny models, decodes with plain greedy on one and with specdec
 on the other, and checks the exactness policy (:mod:`near_tie`). The same seed
@@ -51,6 +51,7 @@ class FuzzCase:
     options: dict = field(hash=False)
     backend: str
     after_patch: str | None
+    compile: object = "auto"
 
 
 def _sizes(rng: random.Random, arch: str) -> dict:
@@ -136,6 +137,7 @@ def sample_case(seed: int) -> FuzzCase:
         options=_options(rng, vocab),
         backend=backend,
         after_patch=rng.choice((None, None, None, "attention", "dtype", "head")),
+        compile=rng.choice(("auto", "auto", False)),  # drawn last: earlier seeds keep their other draws
     )
 
 
@@ -199,7 +201,7 @@ def run_case(case: FuzzCase) -> None:
     expected = plain.sequences
 
     model = _model(case)
-    specdec.patch(model, _source(case, model, expected[0].tolist()), tree=case.tree, backend=case.backend)
+    specdec.patch(model, _source(case, model, expected[0].tolist()), tree=case.tree, backend=case.backend, compile=case.compile)
     _change(case, model)
     out = model.generate(ids, **kwargs)
     stats = specdec.stats(model)
