@@ -17,7 +17,7 @@ from .drafts.firp.adapters import PseudoRowAdapters
 from .drafts.firp.maps import MLPPredictor, MultiLayerPredictor
 from .drafts.firp.predictor import FuturePredictor
 from .drafts.firp.vocabulary import DraftVocabulary
-from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch
+from .patching import SUPPORTED_MODEL_TYPES, is_patched, patch, stats, unpatch, warmup
 from .training.sweep import measure_tau, sweep_layers
 from .training.train import TrainConfig, evaluate_predictor, train_predictor
 
@@ -51,4 +51,5 @@ __all__ = [
     "sweep_layers",
     "train_predictor",
     "unpatch",
+    "warmup",
 ]

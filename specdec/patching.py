@@ -30,6 +30,7 @@ from .decode.attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped
 from .decode.cost import StepCost
 from .decode.loop import ModelParts, speculative_generate
 from .decode.packing import PackedWeights, PlainWeights
+from .decode.warmup import time_steps
 from .drafts import DraftSource, LookupDrafts
 from .decode.rules import StopChecker, unsupported_processor
 from .kernels import check_backend
@@ -153,6 +154,40 @@ def unpatch(model):
         delattr(model, name)
     delattr(model, STATE_ATTR)
     return model
+
+
+WARMUP_ROWS = (1, 2, 4, 8, 16, 32)
+
+
+def warmup(model, rows=WARMUP_ROWS, prompt_tokens: int = 128) -> dict[int, float]:
+    """Ready a patched model for its first request; returns ``{rows: seconds}`` of the step.
+
+    Does what the first ``generate`` call would do before its first step (packs the weights with
+    ``compile="auto"`` on a CPU) and times one greedy step of each row count in ``rows`` (a chain of
+    draft nodes over a cached prefix of ``prompt_tokens`` random tokens; best of a few). With
+    ``tree="auto"`` the timings become the planner's step-cost curve for greedy decoding, so the
+    first request plans from measured costs instead of plain steps and a pessimistic prior (later
+    steps go on refining it). Takes about ``2 * len(rows)`` steps' time per row count on top of
+    one ``prompt_tokens`` prompt pass.
+    """
+    state = getattr(model, STATE_ATTR, None)
+    if state is None:
+        raise ValueError("warmup() needs a model patched with specdec.patch()")
+    if isinstance(rows, int) or not rows or any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 64 for r in rows):
+        raise ValueError(f"rows must be a non-empty sequence of ints in [1, 64], got {rows!r}")
+    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
+        raise ValueError(f"prompt_tokens must be an int >= 0, got {prompt_tokens!r}")
+    parts, _ = _bind(model, state)
+    weights = state.weights.for_step(parts.layers, parts.lm_head)
+    rows = sorted(set(rows) | {1})  # the single-row step anchors the curve
+    with torch.no_grad(), weights.active(parts.layers, parts.lm_head):
+        seconds = time_steps(parts, rows, prompt_tokens, state.backend)
+    if state.shape is None:
+        device, dtype = _placement(model)
+        cost = _TUNING.setdefault(model, Tuning()).costs.setdefault((device, dtype, "greedy", weights.name), StepCost())
+        for count in rows:
+            cost.observe([(1.0, count)], seconds[count])
+    return seconds
 
 
 def is_patched(model) -> bool:
