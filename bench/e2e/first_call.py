@@ -8,8 +8,9 @@ fresh worker) gets what nothing learned yet can give. Each run is a new Python p
 the model, warms plain decoding up on another prompt (8 tokens, so torch's own first-use costs
 count for neither side), then times plain greedy and the first patched call on one held-out chat
 request (code for a model without a chat template), in alternating order from process to
-process. A process during which another process used the CPU is run again. Results:
-``bench/results/e2e-first-call-{model}-{device}.*``.
+process. A process during which another process used the CPU is run again. ``--warmup`` calls
+``specdec.warmup(model)`` after ``patch()`` and before the timed call (a server's start; its time is
+reported, not counted). Results: ``bench/results/e2e-first-call-{model}[-warmup]-{device}.*``.
 """
 
 import argparse
@@ -19,12 +20,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment, others_cpu_seconds, settle, write_csv
-from specdec import load_demo, patch, stats, unpatch
+from specdec import load_demo, patch, stats, unpatch, warmup
 from specdec.demo import DEFAULT_DEMO, DEMOS
 
 matplotlib.use("Agg")
@@ -52,6 +54,10 @@ def child(args) -> dict:
             unpatch(model)
         else:
             patch(model, predictor)
+            if args.warmup:  # a server's start: specdec.warmup() before the request, timed on its own
+                begin = time.perf_counter()
+                warmup(model)
+                times["warmup"] = time.perf_counter() - begin
         begin = time.perf_counter()
         outputs[which] = model.generate(request, max_new_tokens=args.new_tokens, do_sample=False)
         times[which] = time.perf_counter() - begin
@@ -60,7 +66,7 @@ def child(args) -> dict:
     busy = others_cpu_seconds() - others
     return {
         "process": args.child, "prompt_class": name, "order": " then ".join(order),
-        "plain_s": times["plain"], "first_call_s": times["first call"], "speedup": times["plain"] / times["first call"],
+        "plain_s": times["plain"], "first_call_s": times["first call"], "warmup_s": times.get("warmup"), "speedup": times["plain"] / times["first call"],
         "new_tokens": outputs["plain"].shape[1] - request.shape[1], "steps": run.steps, "tau": run.tau,
         "exact": bool(torch.equal(outputs["plain"], outputs["first call"])),
         "quiet": busy <= QUIET_SHARE * (times["plain"] + times["first call"]),
@@ -73,7 +79,7 @@ def run_processes(args) -> list[dict]:
     for number in range(args.processes):
         for attempt in range(TRIES):
             command = [sys.executable, "-m", "bench.e2e.first_call", "--child", str(number), "--model", args.model,
-                       "--processes", str(args.processes), "--new-tokens", str(args.new_tokens)]
+                       "--processes", str(args.processes), "--new-tokens", str(args.new_tokens)] + (["--warmup"] if args.warmup else [])
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             if row["quiet"]:
@@ -104,6 +110,8 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_DEMO, choices=DEMOS)
     parser.add_argument("--processes", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--warmup", action="store_true", help="call specdec.warmup(model) after patch(), before the timed request")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -112,9 +120,11 @@ def main() -> None:
     rows = run_processes(args)
     device_name, device_kind = device_names(torch.device("cpu"))
     speedups = [r["speedup"] for r in rows]
+    warmups = [r["warmup_s"] for r in rows if r["warmup_s"] is not None]
     summary = {"median_speedup": statistics.median(speedups), "min_speedup": min(speedups),
+               "median_warmup_s": statistics.median(warmups) if warmups else None,
                "exact": all(r["exact"] for r in rows), "processes": len(rows)}
-    stem = RESULTS / f"e2e-first-call-{args.model}-{device_kind}"
+    stem = args.out / f"e2e-first-call-{args.model}{'-warmup' if args.warmup else ''}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), rows)
     meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
