@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--samples", type=int, default=1, help="responses per prompt")
     distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--resume", action="store_true", help="continue an existing --out file")
+    distill.add_argument("--packed", action=argparse.BooleanOptionalAction, default=True,
+                         help="on a CPU, run the linear layers on oneDNN-packed weights (faster batches)")
     distill.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     distill.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N, ...")
 
@@ -163,7 +165,7 @@ def run_distill(args) -> None:
     model, tokenizer = load_model(*checked_inputs(args), args.dtype)
     written = distill(
         model, tokenizer, records, args.out, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, samples=args.samples, seed=args.seed, resume=args.resume,
+        batch_size=args.batch_size, samples=args.samples, seed=args.seed, resume=args.resume, packed=args.packed,
     )
     print(f"wrote {written} responses to {args.out}")
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..decode.packing import PackedWeights, PlainWeights
+
 
 def read_prompts(path: str | Path) -> list[dict]:
     """Validated prompt records of a JSONL file (see the module docstring); unique ids."""
@@ -92,6 +94,7 @@ def distill(
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
+    packed: bool = True,
 ) -> int:
     """Generate ``samples`` responses per prompt record and append them to the JSONL file ``out``.
 
@@ -99,7 +102,10 @@ def distill(
     plain softmax at ``temperature`` (0: greedy), with no top-k/top-p. A tokenizer without a pad
     token pads with its eos token (set on ``tokenizer``). Each batch is seeded
     from ``seed`` and its first record, so a resumed run draws what an uninterrupted one would
-    for the same batch. Returns the number of records written by this call.
+    for the same batch. ``packed``: on a CPU, run the model's linear layers on oneDNN-packed weights
+    (:mod:`specdec.decode.packing`; a batch of rows then costs little more than one row) where they
+    apply; the responses are samples either way, but their rounding differs from unpacked decoding.
+    Returns the number of records written by this call.
     """
     if temperature < 0 or max_new_tokens < 1 or batch_size < 1 or samples < 1:
         raise ValueError("need temperature >= 0, max_new_tokens >= 1, batch_size >= 1 and samples >= 1")
@@ -122,7 +128,9 @@ def distill(
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     bar = tqdm(total=len(todo), disable=not progress, desc="distill", unit="resp")
-    with open(out, "a") as sink:
+    head = model.get_output_embeddings().weight
+    weights = PackedWeights().for_step(model, head) if packed else PlainWeights()
+    with open(out, "a") as sink, weights.active(model, head):
         for begin in range(0, len(todo), batch_size):
             batch = todo[begin : begin + batch_size]
             encoded = tokenizer([texts[key] for key, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
