@@ -104,7 +104,7 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` (see :mod:`specdec.kernels`).
         compile: ``"auto"`` (the default): on a CPU, the step's linear layers and LM head run on
             oneDNN-packed copies of their weights (:mod:`specdec.decode.packing`; packed once, at the
-            first call, in well under a second for a 135M model, and kept while the weights are
+            first call, about a second for a 135M model on 2 CPU cores, and kept while the weights are
             unchanged; they cost the weights' memory again and are skipped when that is not free);
             elsewhere the step as ``False``. ``False``: the model's weights as stored.
 

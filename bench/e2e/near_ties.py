@@ -13,7 +13,7 @@ in units in the last place of the top logit; the policy accepts gaps up to 4 ulp
 
 import argparse
 import json
-import math
+import sys
 from pathlib import Path
 
 import torch
@@ -23,17 +23,15 @@ from bench.e2e.run import class_prompts
 from specdec import load_demo, patch, unpatch
 from specdec.demo import DEFAULT_DEMO, DEMOS
 
-TIE_ULPS = {torch.bfloat16: 4, torch.float16: 8}
-MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the policy's own helpers, as bench.e2e.fuzz does
+from near_tie import TIE_ULPS, top2_gap, ulp  # noqa: E402
+
 
 
 def ulps_of_gap(model, sequence: torch.Tensor, pos: int, dtype: torch.dtype) -> float:
     """The plain model's top-2 logit gap for the token at ``pos`` of ``sequence [1, L]``, in ulps of the top logit."""
-    with torch.no_grad():
-        top2 = model(sequence[:, :pos]).logits[0, -1].float().topk(2).values
-    top = float(top2[0])
-    exponent = math.floor(math.log2(abs(top))) if top else -14
-    return float(top2[0] - top2[1]) / 2.0 ** (exponent - MANTISSA_BITS[dtype])
+    gap, top = top2_gap(model, sequence, pos)
+    return gap / ulp(top, dtype)
 
 
 def main() -> None:

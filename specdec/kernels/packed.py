@@ -3,7 +3,7 @@
 On a CPU, ``F.linear`` of a few rows runs MKL's GEMM on the weight as stored; oneDNN's linear on a
 weight reordered once into its blocked layout reads it faster and stays flat in the row count.
 Measured (AMD EPYC, 2 threads, AVX-512, fp32, SmolLM2-135M's 211 decoder and head GEMMs, ms):
-1 row 51.6 -> 28.8, 8 rows 84.5 -> 37.4, 16 rows 90.5 -> 39.6 (``python -m bench.ops.packed``
+1 row 49.0 -> 29.4, 8 rows 76.5 -> 28.8, 16 rows 84.3 -> 36.8 (``python -m bench.ops.packed``
 reports the curve on the machine at hand). A packed copy costs the weight's bytes again.
 
 :func:`packed_linear` is the op (no Triton kernel: the CUDA path keeps its own GEMMs), ``F.linear``
