@@ -12,7 +12,7 @@
 from .decode.stats import DecodeStats
 from .decode.tree import TREE_NAMES, TreeShape
 from .demo import load_demo
-from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, LookupDrafts, MaskDrafts
+from .drafts import Candidates, DraftContext, DraftSource, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, HeadDrafts, LookupDrafts, MaskDrafts, TokenHead
 from .drafts.firp.adapters import PseudoRowAdapters
 from .drafts.firp.maps import MLPPredictor, MultiLayerPredictor
 from .drafts.firp.predictor import FuturePredictor
@@ -35,11 +35,13 @@ __all__ = [
     "FIRPDrafts",
     "ForcedDrafts",
     "FuturePredictor",
+    "HeadDrafts",
     "LookupDrafts",
     "MLPPredictor",
     "MaskDrafts",
     "MultiLayerPredictor",
     "PseudoRowAdapters",
+    "TokenHead",
     "TrainConfig",
     "TreeShape",
     "evaluate_predictor",

@@ -31,7 +31,7 @@ from .decode.cost import StepCost
 from .decode.loop import ModelParts, speculative_generate
 from .decode.packing import PackedWeights, PlainWeights
 from .decode.warmup import time_steps
-from .drafts import DraftSource, LookupDrafts
+from .drafts import DraftSource, HeadDrafts, LookupDrafts, TokenHead
 from .decode.rules import StopChecker, unsupported_processor
 from .kernels import check_backend
 from .decode.planner import AutoPlanner, DraftingMemory, LayoutCache, StaticPlanner
@@ -88,14 +88,15 @@ class _Unsupported(Exception):
     """Raised inside ``generate`` before any work when the request needs the original decoding."""
 
 
-def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree="auto", backend: str = "auto", compile="auto"):
+def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" = None, tree="auto", backend: str = "auto", compile="auto"):
     """Make ``model.generate`` decode with speculative drafts (greedy or sampling); returns ``model``.
 
     Args:
         model: a loaded ``*ForCausalLM`` of a supported type (see ``SUPPORTED_MODEL_TYPES``).
         predictor: None (the default: n-gram lookup drafts alone, ``LookupDrafts()``, which need no
             training; ``tree`` must be ``"auto"``), a :class:`FuturePredictor` for this model (drafts
-            from FIRP merged with n-gram lookup, :class:`LookupDrafts`), or any :class:`DraftSource` (used as given, e.g.
+            from FIRP merged with n-gram lookup, :class:`LookupDrafts`), a :class:`TokenHead` (the
+            token-aware head's draft trees merged with n-gram lookup), or any :class:`DraftSource` (used as given, e.g.
             ``FIRPDrafts(predictor)`` for FIRP alone, :class:`MaskDrafts`, :class:`EarlyExitDrafts`).
         tree: ``"auto"`` (each step's tree chosen for the most tokens per second from acceptance
             statistics and this device's measured step cost; see :mod:`specdec.decode.planner`), or a
@@ -114,10 +115,12 @@ def patch(model, predictor: "FuturePredictor | DraftSource | None" = None, tree=
     """
     if predictor is None or isinstance(predictor, FuturePredictor):
         source = LookupDrafts(predictor)
+    elif isinstance(predictor, TokenHead):
+        source = LookupDrafts(HeadDrafts(predictor, backend=backend))
     elif isinstance(predictor, DraftSource):
         source = predictor
     else:
-        raise TypeError(f"predictor must be None, a FuturePredictor or a DraftSource, got {type(predictor).__name__}")
+        raise TypeError(f"predictor must be None, a FuturePredictor, a TokenHead or a DraftSource, got {type(predictor).__name__}")
     check_backend(backend)
     if not (compile is False or (isinstance(compile, str) and compile == "auto")):
         raise ValueError(f"compile must be 'auto' or False, got {compile!r} (a compiled static step is not available yet)")

@@ -9,7 +9,7 @@ from .memory import DraftingMemory
 
 AUTO_MAX_NODES = 48
 MIN_PATH_PROB = 0.005
-FREE = frozenset({"exit"})  # ranked kinds that need no pseudo rows
+FREE = frozenset({"exit", "head"})  # ranked kinds that need no pseudo rows
 
 Node = tuple  # (path probability, parent row, token, acceptance key)
 
@@ -19,9 +19,11 @@ def expand(cands: Candidates, memory: DraftingMemory, max_depth: int, use: froze
 
     A node's path probability is its parent's times its conditional acceptance. The ranked tokens
     at depth ``j`` hang under every depth ``j - 1`` node, the lookup chain continues under its own
-    nodes (down to ``max_depth``), and a chain token that is also ranked is one node. Ranked tokens
-    count only if their kind is in ``use`` (None: all; :data:`FREE`: the early exit's, which a step
-    has whatever rows it carries). Conditional acceptances are scaled by their kind's realism
+    nodes (down to ``max_depth``), and a chain token that is also ranked is one node. A source's
+    explicit tree (``cands.tree``, the token-aware head's) replaces the ranking by depth: its
+    nodes hang under their own parents. Ranked tokens count only if their kind is in ``use``
+    (None: all; :data:`FREE`: the early exit's and the head's, which a step has whatever rows it
+    carries). Conditional acceptances are scaled by their kind's realism
     unless ``realistic`` is False (exploration).
     """
     acceptance = memory.acceptance
@@ -39,48 +41,70 @@ def expand(cands: Candidates, memory: DraftingMemory, max_depth: int, use: froze
                 key = acceptance.ranked_key(kind, depth, draft)
                 row[token] = (prob(key), key, draft)
         by_depth.append(row)
+    tree_kids = _tree_children(cands, acceptance, prob, use)
     chain, ngram = cands.chain[:max_depth], cands.chain_ngram
-    children: dict[tuple[int, bool], list[tuple]] = {}
+    children: dict[tuple, list[tuple]] = {}
 
-    def kids(depth: int, on_chain: bool) -> list[tuple]:
-        """``(conditional probability, token, key, on chain)`` of the children of a node at ``depth``."""
-        cached = children.get((depth, on_chain))
+    def kids(depth: int, on_chain: bool, branch: int | None) -> list[tuple]:
+        """``(conditional probability, token, key, on chain, tree node)`` of the children of a node at
+        ``depth`` (``branch``: its index in ``cands.tree``, -1 for the root, None off the tree)."""
+        cached = children.get((depth, on_chain, branch))
         if cached is not None:
             return cached
-        found = {}
-        if depth < len(by_depth):
-            found = {token: (p, token, key, False) for token, (p, key, _) in by_depth[depth].items()}
+        if cands.tree:
+            ranked = tree_kids.get(branch, {}) if branch is not None else {}
+        else:
+            ranked = {token: (p, key, draft, None) for token, (p, key, draft) in by_depth[depth].items()} if depth < len(by_depth) else {}
+        found = {token: (p, token, key, False, index) for token, (p, key, _, index) in ranked.items()}
         if on_chain and depth < len(chain):
             token = chain[depth]
-            if token in found:
-                key = acceptance.ranked_key("both", depth + 1, by_depth[depth][token][2])
+            if token in ranked:
+                key = acceptance.ranked_key("both", depth + 1, ranked[token][2])
+                found[token] = (prob(key), token, key, True, ranked[token][3])
             else:
                 key = acceptance.chain_key(depth + 1, ngram)
-            found[token] = (prob(key), token, key, True)
+                found[token] = (prob(key), token, key, True, None)
         result = list(found.values())
         total = sum(child[0] for child in result)
         if total > 1:  # siblings carry different tokens: at most one of them is accepted
             result = [(p / total, *rest) for p, *rest in result]
-        children[(depth, on_chain)] = result
+        children[(depth, on_chain, branch)] = result
         return result
 
     heap, order = [], 0
-    for p, token, key, on_chain in kids(0, True):
-        heap.append((-p, order, 0, 1, token, key, on_chain))
+    for p, token, key, on_chain, branch in kids(0, True, -1):
+        heap.append((-p, order, 0, 1, token, key, on_chain, branch))
         order += 1
     heapq.heapify(heap)
     nodes = []
     while heap and len(nodes) < AUTO_MAX_NODES:
-        neg_prob, _, parent, depth, token, key, on_chain = heapq.heappop(heap)
+        neg_prob, _, parent, depth, token, key, on_chain, branch = heapq.heappop(heap)
         if -neg_prob < MIN_PATH_PROB:
             break
         nodes.append((-neg_prob, parent, token, key))
         if depth < max_depth:
             row = len(nodes)
-            for p, child, child_key, child_on_chain in kids(depth, on_chain):
-                heapq.heappush(heap, (neg_prob * p, order, row, depth + 1, child, child_key, child_on_chain))
+            for p, child, child_key, child_on_chain, child_branch in kids(depth, on_chain, branch):
+                heapq.heappush(heap, (neg_prob * p, order, row, depth + 1, child, child_key, child_on_chain, child_branch))
                 order += 1
     return nodes
+
+
+def _tree_children(cands: Candidates, acceptance, prob, use) -> dict:
+    """``cands.tree`` as ``parent index -> {token: (conditional probability, key, draft probability,
+    index)}`` (first of equal siblings kept; nodes of kinds outside ``use`` dropped with their subtrees)."""
+    depth_of, kept, children = {-1: 0}, {-1}, {}
+    for index, (parent, token, logp, kind) in enumerate(cands.tree):
+        if parent not in kept or (use is not None and kind not in use):
+            continue
+        depth_of[index] = depth = depth_of[parent] + 1
+        siblings = children.setdefault(parent, {})
+        if token not in siblings:
+            draft = math.exp(logp)
+            key = acceptance.ranked_key(kind, depth, draft)
+            siblings[token] = (prob(key), key, draft, index)
+            kept.add(index)
+    return children
 
 
 def likeliest_end(nodes: list[Node]) -> int:

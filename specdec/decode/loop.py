@@ -62,15 +62,17 @@ class ModelParts:
         return hidden
 
 
-def prefill(parts: ModelParts, cache: TreeKVCache, tokens: torch.Tensor, backend: str) -> None:
-    """Cache the keys and values of ``tokens [P]`` (the prompt without its last token)."""
+def prefill(parts: ModelParts, cache: TreeKVCache, tokens: torch.Tensor, backend: str, states: bool = False) -> torch.Tensor | None:
+    """Cache the keys and values of ``tokens [P]`` (the prompt without its last token); with
+    ``states``, return their final-normed hidden states ``[P, d]`` (else None)."""
     if tokens.shape[0] == 0:
-        return
+        return None
     positions = torch.arange(tokens.shape[0], device=tokens.device)
     hidden = parts.embed(tokens)[None]
     rotary = parts.rotary(hidden, positions[None])
     step = StepAttention(0, None, positions, backend)
-    parts.run_layers(hidden, 0, len(parts.layers), cache, rotary, positions, step)
+    hidden = parts.run_layers(hidden, 0, len(parts.layers), cache, rotary, positions, step)
+    return parts.norm(hidden[0]) if states else None
 
 
 def forward_step(
@@ -152,7 +154,9 @@ def speculative_generate(
     length = prompt_len
     root = input_ids[0, -1:]
 
-    prefill(parts, cache, input_ids[0, :-1], backend)
+    prompt_states = prefill(parts, cache, input_ids[0, :-1], backend, source.reads_states)
+    if prompt_states is not None:
+        source.observe(context, prompt_states, context.tokens[1:])
     plan = planner.plan(source.propose(context, Candidates()))
     per_step = []  # (draft nodes, rows, accepted) of every step
     last = None  # (plan, start time, emitted) of the previous step
@@ -184,6 +188,8 @@ def speculative_generate(
         cache.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
         root = verdict.emitted[accepted : accepted + 1]
         last = (plan, now, accepted + 1)
+        if source.reads_states:
+            source.observe(context, hidden.index_select(0, verdict.path_rows[: accepted + 1]), verdict.tokens)
         plan = planner.plan(source.propose(context, verdict.ranked))
 
     nodes, rows, accepted = zip(*per_step)

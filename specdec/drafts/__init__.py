@@ -4,6 +4,8 @@
 - :class:`MaskDrafts`: pseudo rows of learned embeddings entering before layer 0 (SPACE).
 - :class:`EarlyExitDrafts`: the accepted row's early-layer state, straight to the LM head (SPEED's
   guess); no extra rows, and it may wrap one of the two above.
+- :class:`HeadDrafts`: a token-aware draft head (EAGLE-style) that drafts a tree after each step
+  from the accepted row's final state and the token that follows it; no extra rows in the step.
 - :class:`LookupDrafts`: an n-gram lookup chain around any of them.
 
 A source may inject pseudo rows after a transfer layer (FIRP does); the decoder ranks their
@@ -17,6 +19,8 @@ from .base import Candidates, DraftContext, DraftSource
 from .early_exit import EarlyExitDrafts, ExitHead
 from .firp.source import FIRPDrafts
 from .forced import ForcedDrafts
+from .head.network import TokenHead
+from .head.source import HeadDrafts
 from .lookup import LookupDrafts, NgramIndex
 from .mask import MaskDrafts, MaskSlots
 
@@ -28,8 +32,10 @@ __all__ = [
     "ExitHead",
     "FIRPDrafts",
     "ForcedDrafts",
+    "HeadDrafts",
     "LookupDrafts",
     "MaskDrafts",
     "MaskSlots",
     "NgramIndex",
+    "TokenHead",
 ]

@@ -17,6 +17,10 @@ class Candidates:
             ``ranked``; empty: every token is ``"firp"``); ``tree="auto"`` learns acceptance per kind.
         exit_ranked, exit_logp: the early-exit ranking of the accepted row (:class:`EarlyExitDrafts`),
             as ``ranked``/``logp``, until the source merges it into them.
+        tree: an explicit draft tree (the token-aware head's): ``(parent, token, logp, kind)`` per
+            node, parents first, ``parent`` an index into ``tree`` or -1 (under the root), ``logp``
+            the draft's log-probability of ``token`` given the parent's path. ``tree="auto"`` expands it
+            instead of ``ranked``, which then holds each depth's nodes for static trees.
         chain: a guessed continuation of any length (n-gram lookup), depth 1 first; may be empty.
         chain_ngram: the length of the n-gram whose match gave ``chain`` (0 without a chain).
     """
@@ -26,6 +30,7 @@ class Candidates:
     kinds: list[list[str]] = field(default_factory=list)
     exit_ranked: list[list[int]] = field(default_factory=list)
     exit_logp: list[list[float]] = field(default_factory=list)
+    tree: list[tuple[int, int, float, str]] = field(default_factory=list)
     chain: list[int] = field(default_factory=list)
     chain_ngram: int = 0
 
@@ -55,6 +60,7 @@ class DraftSource:
         exit_depth: depths the early-exit ranking covers (0: none).
         chain_depth: the longest chain :meth:`propose` may return (0: none).
         kind: what :meth:`propose` tags its pseudo rows' ranked tokens with.
+        reads_states: whether :meth:`observe` wants the final-normed states of the committed rows.
         vocabulary: the :class:`~specdec.drafts.firp.vocabulary.DraftVocabulary` the pseudo rows are ranked over
             on CPU, or None (the whole vocabulary). Real rows always use the whole vocabulary.
     """
@@ -66,6 +72,7 @@ class DraftSource:
     exit_depth: int = 0
     chain_depth: int = 0
     kind: str = "firp"
+    reads_states: bool = False
     vocabulary = None
 
     @property
@@ -95,6 +102,11 @@ class DraftSource:
         after :attr:`exit_layer` (model dtype)."""
         raise NotImplementedError
 
+    def observe(self, context: DraftContext, states, tokens: list[int]) -> None:
+        """Rows just committed to the cache (the prompt's, then each step's accepted path), for a source
+        that :attr:`reads_states`: ``states [n, d]`` their final-normed hidden states (model dtype),
+        ``tokens`` the token that follows each (its own target)."""
+
     def propose(self, context: DraftContext, ranked: Candidates) -> Candidates:
         """The next step's candidates, given the ranking of the accepted row's pseudo rows."""
         if ranked.ranked and not ranked.kinds:
@@ -110,7 +122,14 @@ class WrappingSource(DraftSource):
         self.inner = inner
         self.k, self.layer, self.kind = inner.k, inner.layer, inner.kind
         self.capture_layer, self.exit_layer, self.exit_depth = inner.capture_layer, inner.exit_layer, inner.exit_depth
-        self.vocabulary = inner.vocabulary
+        self.vocabulary, self.reads_states = inner.vocabulary, inner.reads_states
+
+    @property
+    def depth(self) -> int:
+        return self.inner.depth
+
+    def observe(self, context: DraftContext, states, tokens: list[int]) -> None:
+        self.inner.observe(context, states, tokens)
 
     def check_model(self, model) -> None:
         self.inner.check_model(model)

@@ -139,13 +139,7 @@ class FuturePredictor(nn.Module):
         """Write ``predictor_config.json``, ``predictor.safetensors`` and, with a draft vocabulary,
         ``draft_vocab.json`` into directory ``path``."""
         save(path, self.config_dict(), self.state_dict())
-        vocab_file = Path(path) / VOCAB_NAME
-        if self.draft_vocab is None:
-            vocab_file.unlink(missing_ok=True)
-        else:
-            if self.draft_vocab.vocab_size != self.fingerprint.get("vocab_size", self.draft_vocab.vocab_size):
-                raise ValueError(f"the draft vocabulary is of {self.draft_vocab.vocab_size} tokens, the model of {self.fingerprint['vocab_size']}")
-            vocab_file.write_text(json.dumps({"vocab_size": self.draft_vocab.vocab_size, "ids": self.draft_vocab.ids.tolist()}) + "\n")
+        write_draft_vocab(Path(path) / VOCAB_NAME, self.draft_vocab, self.fingerprint)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None) -> "FuturePredictor":
@@ -178,6 +172,16 @@ class FuturePredictor(nn.Module):
 
 
 MAP_CLASSES[FuturePredictor.MAP] = FuturePredictor
+
+
+def write_draft_vocab(file: Path, vocab: DraftVocabulary | None, fingerprint: dict) -> None:
+    """Save ``vocab`` into ``file`` (None: remove a stale one); ``ValueError`` if it does not fit ``fingerprint``'s model."""
+    if vocab is None:
+        file.unlink(missing_ok=True)
+        return
+    if vocab.vocab_size != fingerprint.get("vocab_size", vocab.vocab_size):
+        raise ValueError(f"the draft vocabulary is of {vocab.vocab_size} tokens, the model of {fingerprint['vocab_size']}")
+    file.write_text(json.dumps({"vocab_size": vocab.vocab_size, "ids": vocab.ids.tolist()}) + "\n")
 
 
 def read_draft_vocab(file: Path) -> DraftVocabulary | None:
@@ -271,7 +275,7 @@ def read_config(path: Path, source: str) -> dict:
     return config
 
 
-LOADERS = {"firp": "FuturePredictor.from_pretrained", "mask": "MaskDrafts.from_pretrained", "exit": "EarlyExitDrafts.from_pretrained"}
+LOADERS = {"firp": "FuturePredictor.from_pretrained", "mask": "MaskDrafts.from_pretrained", "exit": "EarlyExitDrafts.from_pretrained", "head": "HeadDrafts.from_pretrained"}
 
 
 def read_int(config: dict, key: str, file: Path, low: int) -> int:

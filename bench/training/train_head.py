@@ -1,0 +1,106 @@
+"""Train SmolLM2-135M-Instruct's token-aware draft head on its self-distilled data.
+
+    python -m bench.training.train_head --work runs/head --stage features   # the model's states, once (resumable)
+    python -m bench.training.train_head --work runs/head --stage train --steps 400
+    python -m bench.training.train_head --work runs/head --stage all
+
+Data: every ``bench/prompts/distill-smollm2*.jsonl`` (SmolLM2's own answers to the 522
+distillation prompts, one file per sampling seed), packed into ``--seq-len`` sequences.
+Held-out: the model's greedy answers to the evaluation chat prompts
+(``bench/prompts/eval-chat-smollm2.jsonl``, prompts never trained on) and held-out standard-library
+code. The draft vocabulary is the ``--draft-vocab`` most frequent tokens of the training data.
+Writes the head (fp32) to ``--out`` and ``training_report.json`` (config, data size, times,
+the loss and held-out top-1 log) beside it.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from specdec.demo import load_demo  # noqa: E402
+from specdec.drafts.firp.vocabulary import DraftVocabulary  # noqa: E402
+from specdec.drafts.head.network import TokenHead  # noqa: E402
+from specdec.training.corpus import read_texts, stdlib_files  # noqa: E402
+from specdec.training.data import pack_texts, read_corpus  # noqa: E402
+from specdec.training.head import extract_features, load_shards, train_head  # noqa: E402
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True, help="feature shards and checkpoints")
+    p.add_argument("--out", type=Path, default=None, help="where the head goes (default: WORK/head)")
+    p.add_argument("--stage", choices=("features", "train", "all"), default="all")
+    p.add_argument("--files", type=int, default=0, help="use the first N distillation files (0: all)")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--draft-vocab", type=int, default=4096)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args()
+
+
+def distill_files(limit: int) -> list[Path]:
+    files = sorted(PROMPTS_DIR.glob("distill-smollm2*.jsonl"))
+    return files[:limit] if limit else files
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    model, tokenizer, _ = load_demo("smollm2-135m")
+    files = distill_files(args.files)
+    train_seq = pack_texts(read_corpus(files), tokenizer, args.seq_len, model.config)
+    chat = pack_texts(read_corpus([PROMPTS_DIR / "eval-chat-smollm2.jsonl"]), tokenizer, args.seq_len, model.config)
+    code = pack_texts(read_texts(stdlib_files("heldout")[:6]), tokenizer, args.seq_len, model.config)[: chat.shape[0]]
+    started = time.perf_counter()
+    paths = {
+        "train": extract_features(model, train_seq, args.work / "features" / f"train-{len(files)}"),
+        "chat": extract_features(model, chat, args.work / "features" / "eval-chat"),
+        "code": extract_features(model, code, args.work / "features" / "eval-code"),
+    }
+    feature_seconds = time.perf_counter() - started
+    print(f"features: {train_seq.numel()} training tokens, {feature_seconds:.0f} s this run")
+    if args.stage == "features":
+        return
+    counts = torch.bincount(train_seq.view(-1), minlength=model.config.vocab_size)
+    vocab = DraftVocabulary.most_frequent(counts, args.draft_vocab)
+    head = TokenHead.for_model(model, args.depth, vocab)
+    shards = load_shards(paths["train"])
+    evals = {name: load_shards(paths[name], torch.float32) for name in ("chat", "code")}
+    log = []
+    started = time.perf_counter()
+    history = train_head(model, head, shards, args.steps, args.batch_size, args.lr, eval_batches=evals["chat"], eval_every=args.eval_every,
+                         log=lambda r: (print(r, flush=True), log.append(r)))
+    train_seconds = time.perf_counter() - started
+    from specdec.training.head import evaluate_head
+
+    final = {name: evaluate_head(model, head, batches) for name, batches in evals.items()}
+    out = args.out or args.work / "head"
+    head.save_pretrained(out)
+    report = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "data": {"files": [f.name for f in files], "training_tokens": train_seq.numel(), "draft_vocab_coverage": vocab.coverage(train_seq)},
+        "seconds": {"train": round(train_seconds, 1)},
+        "heldout": final,
+        "log": [r for r in history if "top1_depth1" in r or r["step"] % 50 == 0],
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (out / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(final))
+
+
+if __name__ == "__main__":
+    main()
