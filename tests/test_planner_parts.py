@@ -115,3 +115,19 @@ def test_memory_learns_from_verification_rate_and_gain():
     old = list(memory.checked["firp"])
     memory.begin_call()
     assert memory.checked["firp"] == [old[0] * CALL_FADE, old[1] * CALL_FADE]
+
+
+def test_an_explicit_tree_hangs_each_node_under_its_own_parent():
+    # root -> 5 (0.6) -> 7 (0.9); root -> 6 (0.3) -> 8 (0.5); the chain 6, 8, 9 agrees with the second branch
+    tree = [(-1, 5, math.log(0.6), "head"), (-1, 6, math.log(0.3), "head"), (0, 7, math.log(0.9), "head"), (1, 8, math.log(0.5), "head")]
+    cands = Candidates(tree=tree, chain=[6, 8, 9], chain_ngram=2)
+    nodes = expand(cands, DraftingMemory(), max_depth=3, realistic=False)
+    by_token = {node[2]: (row, node) for row, node in enumerate(nodes, start=1)}
+    assert set(by_token) == {5, 6, 7, 8, 9}
+    assert nodes[by_token[7][0] - 1][1] == by_token[5][0]  # 7 under 5, never under 6
+    assert nodes[by_token[8][0] - 1][1] == by_token[6][0]
+    assert by_token[6][1][3][0] == by_token[8][1][3][0] == "both"  # chain and tree agree: one node of both kinds
+    assert by_token[9][1][3][0] == "chain" and nodes[by_token[9][0] - 1][1] == by_token[8][0]
+    assert by_token[5][1][3][0] == "head"
+    only_chain = expand(cands, DraftingMemory(), max_depth=3, use=frozenset({"firp"}), realistic=False)
+    assert [node[2] for node in only_chain] == [6, 8, 9]  # a tree of kinds outside ``use`` drops out

@@ -188,3 +188,22 @@ def test_lookup_alone_matches_plain_distribution(monkeypatch):
     statistic, critical = chi_square(counts, dist, SAMPLES)
     assert statistic < critical, f"chi-square {statistic:.1f} >= {critical:.1f}"
     assert steps < 0.98 * NEW * SAMPLES  # lookup chains were drafted and some accepted (4392 of 4500 steps when written)
+
+
+def test_head_drafts_match_plain_distribution():
+    """The token-aware head's draft trees (a random head ranking 6 of the 12 tokens per node, 2 deep)
+    under sampling: drafts change how many tokens a step emits, never their distribution."""
+    model = sharp_model()
+    settings = SETTINGS["t1.0"]
+    dist = exact_distribution(model, processors_of(model, **settings))
+    head = specdec.TokenHead.for_model(model, depth=2)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in head.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=gen))
+    specdec.patch(model, specdec.HeadDrafts(head, width=6, beam=6), tree=TREE)
+    counts, steps = sample_counts(model, settings, SAMPLES)
+    statistic, critical = chi_square(counts, dist, SAMPLES)
+    assert statistic < critical, f"chi-square {statistic:.1f} >= {critical:.1f}"
+    assert specdec.stats(model).fallback is None
+    assert steps < 0.8 * NEW * SAMPLES  # drafts were accepted: fewer steps than tokens

@@ -166,7 +166,7 @@ def train_head(model, head: TokenHead, shards: list[HeadBatch], steps: int, batc
         torch.nn.utils.clip_grad_norm_(head.parameters(), 0.5)
         optim.step()
         sched.step()
-        record = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1), **{k: round(float(v), 4) for k, v in losses.items()}}
+        record = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1), **{k: round(float(v.detach()), 4) for k, v in losses.items()}}
         last = step + 1 == steps
         if eval_batches and (last or (eval_every and (step + 1) % eval_every == 0)):
             head.eval()
