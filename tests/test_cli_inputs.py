@@ -1,6 +1,7 @@
 """The command line refuses bad input at once, in one line, before loading anything: --model / --device / --out /
 --resume, numbers out of range, layers the model's config.json rules out, data that is not text; demo's options."""
 
+import json
 import re
 
 import pytest
@@ -92,6 +93,20 @@ def test_out_holding_a_predictor_needs_force(model_dir, tmp_path, capsys):
     assert cli_main(train_argv(model_dir, out, "--force")) == 0
 
 
+def test_cli_trains_a_token_aware_head(model_dir, tmp_path, capsys):
+    out = tmp_path / "head"
+    argv = ["train", "--model", str(model_dir / "model"), "--data", str(model_dir / "corpus.txt"), "--source", "head", "--k", "3",
+            "--steps", "3", "--batch-size", "2", "--seq-len", "32", "--tau-prompts", "1", "--max-new-tokens", "8", "--draft-vocab", "40",
+            "--device", "cpu", "--out", str(out)]
+    assert cli_main(argv) == 0
+    assert "saved the draft head" in capsys.readouterr().out
+    head = specdec.TokenHead.from_pretrained(out)
+    assert head.depth == 3 and len(head.draft_vocab) == 40
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["source"] == "head" and len(report["top1"]) == 2 and report["tau"] >= 1.0
+    assert len(list((out / "checkpoints" / "features").iterdir())) == 2  # training and held-out states, named by their text
+
+
 def test_new_run_over_checkpoints_needs_resume_or_force(model_dir, tmp_path, capsys):
     checkpoints = tmp_path / "ckpt"
     trained(train_argv(model_dir, tmp_path / "a", "--checkpoint-dir", str(checkpoints)), capsys)
@@ -157,6 +172,9 @@ def bare_train_argv(model_dir, tmp_path, *extra):
         (["--tree", "0"], "--tree: a tree needs at least 1 node, got 0"),
         (["--tree", "bushy"], "--tree: unknown tree 'bushy'"),
         (["--k", "1", "--tree", "11"], "--tree: tree=11 asks for more nodes than exist: with k=1"),
+        (["--source", "head", "--layer", "1"], "--layer does not apply to --source head"),
+        (["--source", "head", "--adapter-rank", "4"], "--adapter-rank does not apply to --source head"),
+        (["--source", "mask", "--draft-vocab", "10"], "--draft-vocab ranks FIRP's pseudo rows or the head's drafts: it does not apply to --source mask"),
     ],
 )
 def test_train_arguments_are_checked_before_anything_is_loaded(model_dir, tmp_path, capsys, no_loading, extra, message):

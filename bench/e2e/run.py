@@ -4,6 +4,7 @@
     python -m bench.e2e --model stdlib-9m                 # the 9M stdlib model (code only)
     python -m bench.e2e --model DIR --predictor DIR       # any local checkpoint and its predictor
     python -m bench.e2e --draft-model DIR                 # also HF assisted generation with a draft model
+    python -m bench.e2e --head DIR                        # also the token-aware draft head (bench.training.train_head)
     python -m bench.e2e --variants [RUN]                  # FIRP's map variants (bench.training.train_variants) vs the bundled maps
     python -m bench.e2e --step-timing                     # one speculative step vs one plain step, by tree size
     python -m bench.e2e --step-timing --shape llama-2-7b  # the same on a Llama-2-7B-shaped random model (GPU)
@@ -35,7 +36,7 @@ import matplotlib
 import torch
 
 from bench.common import RESULTS, device_names, environment, timed_quietly, write_csv
-from specdec import DraftSource, FIRPDrafts, FuturePredictor, LookupDrafts, load_demo, patch, stats, unpatch
+from specdec import DraftSource, FIRPDrafts, FuturePredictor, HeadDrafts, LookupDrafts, TokenHead, load_demo, patch, stats, unpatch
 from specdec.demo import DEFAULT_DEMO, DEMOS
 from specdec.training.corpus import read_texts, stdlib_files
 from specdec.demo.run import prompt_ids
@@ -130,6 +131,10 @@ def methods(args, model, predictor):
         identity = FuturePredictor.for_model(model, layer=predictor.layer, k=predictor.k)
         runs.append(("auto", identity, ", untrained predictor (identity maps) + lookup"))
         runs.append(("auto", FIRPDrafts(identity), ", identity predictor, no lookup"))
+    head = load_head(args, model)
+    if head is not None:  # the token-aware draft head (bench.training.train_head): with lookup, alone, in a static 5-node tree
+        runs += [("auto", head, ", token-aware head + lookup"), ("auto", HeadDrafts(head), ", token-aware head only"),
+                 (5, HeadDrafts(head), " token-aware head only")]
     runs += [(tree, FIRPDrafts(predictor), " FIRP only") for tree in args.trees]
     runs += [(tree, LookupDrafts(predictor), " + lookup") for tree in args.lookup_trees]
     for tree, source, suffix in runs:
@@ -140,7 +145,18 @@ def methods(args, model, predictor):
         sampled = {"do_sample": True, "temperature": temperature}
         table[f"plain sampling T={temperature}"] = (plain, sampled)
         table[f"specdec auto (defaults) sampling T={temperature}"] = (lambda: patch(model, predictor, backend=args.backend), sampled)
+        if head is not None:
+            table[f"specdec auto, token-aware head + lookup sampling T={temperature}"] = (lambda: patch(model, head, backend=args.backend), sampled)
     return table
+
+
+def load_head(args, model) -> TokenHead | None:
+    """The token-aware head saved in ``args.head`` (None without one), on the model's device and dtype."""
+    path = getattr(args, "head", None)
+    if path is None:
+        return None
+    weight = model.get_input_embeddings().weight
+    return TokenHead.from_pretrained(path, device=weight.device, dtype=weight.dtype)
 
 
 def baseline_of(name: str) -> str:
@@ -304,6 +320,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="?", const="", default=None, metavar="RUN",
                         help="compare FIRP's map variants trained by bench.training.train_variants (bench/variants/RUN, default the "
                              "model's name, e.g. smollm2-135m-code2000) with the bundled predictor instead")
+    parser.add_argument("--head", help="also decode with this token-aware draft head (bench.training.train_head's output folder)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -324,7 +341,7 @@ def main() -> None:
 
         seeds = load_seeds(tag, args.device, getattr(torch, args.dtype))
         table, parts = seed_methods(args, model, predictor, seeds)
-    kind = "seeds-" if args.seeds else ""
+    kind = "seeds-" if args.seeds else "head-" if args.head else ""
     if args.variants is not None:
         from bench.e2e.variant_compare import load_variants, variant_methods
 

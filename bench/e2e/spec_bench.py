@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--head", help="also decode with this token-aware draft head (bench.training.train_head's output folder)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.per_group < 1 or args.new_tokens < 1 or args.repeats < 1:
@@ -125,7 +126,7 @@ def main() -> None:
     print(f"\nall groups\n{markdown_table(overall)}")
     device_name, device_kind = device_names(torch.device(args.device))
     tag = Path(args.model).name
-    stem = args.out / f"spec-bench-{tag}-{device_kind}"
+    stem = args.out / f"spec-bench-{tag}{'-head' if args.head else ''}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), all_rows)
     meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "groups": per_group, "overall": overall}, indent=2) + "\n")

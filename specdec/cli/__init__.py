@@ -7,6 +7,7 @@ first, then those that need the model's shape against its ``config.json``, then 
 """
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from .inputs import (
     tokenizer_folder,
 )
 
-SOURCES = ("firp", "mask", "exit")
+SOURCES = ("firp", "mask", "exit", "head")
 MAPS = ("linear", "mlp", "multi")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TRAIN_BOUNDS = (
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a draft source (FIRP predictor, mask slots, early exit) for a local checkpoint")
+    train = commands.add_parser("train", help="train a draft source (FIRP predictor, mask slots, early exit, token-aware head) for a local checkpoint")
     train.add_argument("--model", required=True, help=f"{ACCEPTED_MODELS} (fetch a Hub model first: hf download OWNER/NAME --local-dir DIR)")
     train.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
     train.add_argument("--data", nargs="+", required=True, help="text files, folders or JSONL files")
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--text-field", default="text", help="JSONL field holding the text")
     train.add_argument("--source", choices=SOURCES, default="firp",
                        help="firp: future-state maps at a transfer layer; mask: learned mask slots before layer 0 "
-                            "(SPACE on a frozen model); exit: early-exit heads (SPEED's early-layer guess)")
+                            "(SPACE on a frozen model); exit: early-exit heads (SPEED's early-layer guess); head: a token-aware draft "
+                            "head (EAGLE-style: one small decoder block on the last hidden state and the next token; --k is its depth)")
     layers = train.add_mutually_exclusive_group()
     layers.add_argument("--layer", type=int, help="transfer layer (firp, default: L // 4) or exit layer (exit, default: L // 2)")
     layers.add_argument("--layers", help="transfer layers to sweep (firp), e.g. 2,4,6 or 2-6; the best is saved")
@@ -197,6 +199,9 @@ def run_train(args) -> None:
     sequences, held_out = training_sequences(model, tokenizer, texts, held_out_texts, args.seq_len)
     prompts = [held_out[i : i + 1, :64].to(args.device) for i in range(min(args.tau_prompts, held_out.shape[0]))]
     print(f"{sequences.shape[0]} training and {held_out.shape[0]} held-out sequences of {args.seq_len} tokens")
+    if args.source == "head":
+        train_head_source(args, plan, model, sequences, held_out, prompts)
+        return
     predictor, scores, tau, sweep = train_source(args, plan, model, sequences, held_out, prompts)
     module = getattr(predictor, "module", predictor)
     if args.draft_vocab:
@@ -219,8 +224,14 @@ def train_plan(args) -> TrainPlan:
         raise ValueError("--layers sweeps FIRP transfer layers: use --layer with --source exit (mask slots take no layer)")
     if args.source == "mask" and args.layer is not None:
         raise ValueError("mask slots enter before layer 0: --layer does not apply to --source mask")
-    if args.draft_vocab and args.source != "firp":
-        raise ValueError("--draft-vocab ranks FIRP's pseudo rows: it does not apply to --source " + args.source)
+    if args.draft_vocab and args.source not in ("firp", "head"):
+        raise ValueError("--draft-vocab ranks FIRP's pseudo rows or the head's drafts: it does not apply to --source " + args.source)
+    if args.source == "head":
+        given = [flag for flag, value in (("--layer", args.layer is not None), ("--layers", args.layers), ("--map", args.map != "linear"),
+                                          ("--adapter-rank", args.adapter_rank), ("--bf16", args.bf16), ("--loss", args.loss != "kl"),
+                                          ("--resume", args.resume), ("--positions", args.positions != "64")) if value]
+        if given:
+            raise ValueError(f"{given[0]} does not apply to --source head (it trains on the model's last hidden states at every position)")
     if args.seq_len < args.k + 2:
         raise ValueError(f"--seq-len {args.seq_len} is too short for --k {args.k}: sequences need at least k + 2 = {args.k + 2} tokens")
     if args.tree != "auto":
@@ -261,6 +272,8 @@ def check_layers(args, plan: TrainPlan, num_layers: int) -> None:
     for layer in plan.sweep or ():
         with flag_errors("--layers"):
             check_layer(layer, num_layers)
+    if args.source == "head":
+        return
     if args.source == "exit":
         if args.layer is not None:  # the default, L // 2, is one of the model's
             with flag_errors("--layer"):
@@ -313,6 +326,33 @@ def train_source(args, plan: TrainPlan, model, sequences, held_out, prompts):
     scores = evaluate_predictor(model, predictor, held_out, seq_len=args.seq_len)
     tau = measure_tau(model, predictor, prompts, args.max_new_tokens, args.tree) if prompts else None
     return predictor, scores, tau, None
+
+
+def train_head_source(args, plan: TrainPlan, model, sequences, held_out, prompts) -> None:
+    """``--source head``: the model's states of the text (once, into the checkpoint folder), the head's
+    training on them, its held-out top-1 and tau; saves the head and ``training_report.json``."""
+    from ..drafts.head.network import TokenHead
+    from ..drafts.head.source import HeadDrafts
+    from ..training.head import evaluate_head, extract_features, load_shards, train_head
+    from ..training.sweep import measure_tau
+
+    def states(rows: torch.Tensor, name: str, dtype=torch.float16):
+        key = hashlib.sha1(rows.numpy().tobytes()).hexdigest()[:12]  # other text (or seq len): other shards, never stale ones
+        return load_shards(extract_features(model, rows, plan.checkpoints / "features" / f"{name}-{key}"), dtype)
+
+    train, held = states(sequences, "train"), states(held_out, "held-out", model.dtype)
+    vocab = None
+    if args.draft_vocab:
+        counts = torch.bincount(sequences.flatten(), minlength=model.config.vocab_size)
+        vocab = DraftVocabulary.most_frequent(counts, min(args.draft_vocab, counts.numel()))
+    head = TokenHead.for_model(model, args.k, vocab)
+    train_head(model, head, train, plan.config.steps, plan.config.batch_size, plan.config.lr, plan.config.seed, held, plan.config.eval_every)
+    scores = evaluate_head(model, head, held)
+    tau = measure_tau(model, HeadDrafts(head), prompts, args.max_new_tokens, args.tree) if prompts else None
+    head.save_pretrained(plan.out)
+    report = {"source": "head", "k": head.depth, "top1": [scores["top1_depth1"], scores["top1_depth2"]], "tau": tau}
+    (plan.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved the draft head to {plan.out}: " + json.dumps(report))
 
 
 def checked_source_options(args) -> dict:
