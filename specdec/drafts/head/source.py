@@ -7,12 +7,14 @@ the head's output ``g`` of the last one, whose LM-head ranking gives the depth-1
 after the step's bonus token). :meth:`HeadDrafts.propose` then drafts deeper, best-first as
 EAGLE-2 does: at each depth the ``beam`` nodes of highest path probability are run through the
 head together (each seeing the committed pairs, its own ancestors' draft pairs and itself, in one
-pass of ``beam`` rows) and each ranks ``width`` children over the draft vocabulary. The result is
+pass of ``beam`` rows) and each ranks ``width`` children over the draft vocabulary, until the
+source's depth or until every path is less likely than ``min_path_prob``. The result is
 :attr:`Candidates.tree` (for ``tree="auto"``, which picks what to verify by its acceptance model
 and step cost) and each depth's nodes by path probability in :attr:`Candidates.ranked` (for static
 trees). The drafts never touch the step's rows: the source adds no pseudo rows (``k = 0``).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,7 @@ from ..base import Candidates, DraftContext, DraftSource, frozen_copy
 from .network import TokenHead
 
 MIN_CAPACITY = 256
+MIN_PATH_PROB = 0.02  # nodes whose draft path probability is below this are not drafted further
 
 
 @dataclass
@@ -42,18 +45,23 @@ class HeadDrafts(DraftSource):
         head: the :class:`TokenHead` (what :func:`specdec.training.head.train_head` trains).
         width: children ranked per drafted node.
         beam: nodes expanded per depth (the rows of each draft pass).
+        min_path_prob: nodes whose path probability (by the head's own estimates) is below it are not
+            expanded; drafting stops early when none is left.
     """
 
     kind = "head"
     reads_states = True
 
-    def __init__(self, head: TokenHead, width: int = 4, beam: int = 4, backend: str = "auto"):
+    def __init__(self, head: TokenHead, width: int = 4, beam: int = 4, backend: str = "auto", min_path_prob: float = MIN_PATH_PROB):
         if not isinstance(head, TokenHead):
             raise TypeError(f"HeadDrafts needs a TokenHead, got {type(head).__name__}")
         for name, value in (("width", width), ("beam", beam)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not 0.0 <= min_path_prob < 1.0:
+            raise ValueError(f"min_path_prob must be in [0, 1), got {min_path_prob!r}")
         self.module, self.width, self.beam, self.backend = head, width, beam, backend
+        self.min_path_prob, self.min_logp = min_path_prob, math.log(min_path_prob) if min_path_prob > 0 else -math.inf
         self.vocabulary = head.draft_vocab
         self.embed = self.lm_head = None  # the model's, set by prepared()
 
@@ -73,7 +81,7 @@ class HeadDrafts(DraftSource):
         self.module.check_model(model)
 
     def prepared(self, model, backend: str) -> "HeadDrafts":
-        ready = HeadDrafts(frozen_copy(self.module, model), self.width, self.beam, backend)
+        ready = HeadDrafts(frozen_copy(self.module, model), self.width, self.beam, backend, self.min_path_prob)
         ready.embed = model.get_input_embeddings()
         ready.lm_head = model.get_output_embeddings().weight
         return ready
@@ -135,7 +143,9 @@ class HeadDrafts(DraftSource):
         outputs, keys, values = [], [], []
         device = state.last.device
         for depth in range(2, self.depth + 1):
-            expand = sorted(frontier, key=lambda i: -nodes[i][3])[: self.beam]
+            expand = [i for i in sorted(frontier, key=lambda i: -nodes[i][3])[: self.beam] if nodes[i][3] >= self.min_logp]
+            if not expand:  # every path is already too unlikely to be verified: no more passes
+                break
             parents = [nodes[i][0] for i in expand]
             features = torch.stack([state.last[0] if p < 0 else outputs[row_of[p]] for p in parents])
             ids = torch.tensor([nodes[i][1] for i in expand], dtype=torch.int64, device=device)
