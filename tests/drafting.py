@@ -5,7 +5,7 @@ import copy
 import torch
 
 import specdec
-from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts
+from specdec import Candidates, DraftContext, EarlyExitDrafts, FIRPDrafts, ForcedDrafts, FuturePredictor, MaskDrafts, TokenHead
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.loop import ModelParts, forward_step, prefill
 from specdec.drafts.firp.predictor import MAP_CLASSES
@@ -109,3 +109,13 @@ def one_step(model, source, ids, n: int, shape: TreeShape):
         hidden, _ = forward_step(parts, source.prepared(model, "torch"), layout, cache, ids[0, n : n + 1], nodes, n, "torch")
     specdec.unpatch(model)
     return hidden, cache, layout.num_real, parts.lm_head
+
+
+def perturbed_head(model, depth: int = 3, seed: int = 0, vocab=None) -> TokenHead:
+    """A head with random (not identity) input fusion, so its drafts differ from "repeat the state"."""
+    head = TokenHead.for_model(model, depth, vocab)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in head.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=gen).to(param))
+    return head

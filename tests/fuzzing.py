@@ -2,7 +2,7 @@
 
 ``sample_case(seed)`` draws one :class:`FuzzCase` (architecture, sizes, sliding
 window, dtype, attention implementation, ``k``, transfer layer, tree (static or ``"auto"``), draft
-source, prompt, EOS, logits processors, kernel backend, ``compile`` (packed weights or not), and a change made to the
+source (FIRP or a token-aware head), prompt, EOS, logits processors, kernel backend, ``compile`` (packed weights or not), and a change made to the
 model after ``patch()``: attention implementation, dtype or LM head); ``run_case(case)``
 builds two identical tiny models, decodes with plain greedy on one and with specdec
 on the other, and checks the exactness policy (:mod:`near_tie`). The same seed
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 import specdec
-from drafting import ScrambledDrafts, perturbed_predictor
+from drafting import ScrambledDrafts, perturbed_head, perturbed_predictor
 from near_tie import assert_greedy_equivalent
-from specdec import FIRPDrafts, ForcedDrafts, LookupDrafts
+from specdec import FIRPDrafts, ForcedDrafts, HeadDrafts, LookupDrafts
 from tiny_models import ARCHS, tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,6 +52,7 @@ class FuzzCase:
     backend: str
     after_patch: str | None
     compile: object = "auto"
+    head: bool = False
 
 
 def _sizes(rng: random.Random, arch: str) -> dict:
@@ -137,7 +138,8 @@ def sample_case(seed: int) -> FuzzCase:
         options=_options(rng, vocab),
         backend=backend,
         after_patch=rng.choice((None, None, None, "attention", "dtype", "head")),
-        compile=rng.choice(("auto", "auto", False)),  # drawn last: earlier seeds keep their other draws
+        compile=rng.choice(("auto", "auto", False)),  # drawn late: earlier seeds keep their other draws
+        head=rng.random() < 0.25,  # drawn last: a token-aware head replaces FIRP in "firp" and "lookup" cases
     )
 
 
@@ -175,6 +177,9 @@ def _eos_kwarg(case: FuzzCase, model, ids: torch.Tensor, kwargs: dict):
 
 def _source(case: FuzzCase, model, reference: list[int]):
     firp = FIRPDrafts(perturbed_predictor(model, case.layer, case.k, seed=case.seed))
+    if case.head and case.drafts in ("firp", "lookup"):
+        head = HeadDrafts(perturbed_head(model, depth=case.k, seed=case.seed), width=1 + case.seed % 4, beam=1 + case.seed % 3)
+        return head if case.drafts == "firp" else LookupDrafts(head)
     vocab = model.config.vocab_size
     chain = case.seed % 9 if case.tree == "auto" else 0  # forced chains up to 8 deep (auto follows them past k)
     return {

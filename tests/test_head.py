@@ -8,21 +8,12 @@ import pytest
 import torch
 
 import specdec
+from drafting import perturbed_head
 from near_tie import assert_greedy_equivalent
 from specdec import DraftContext, DraftVocabulary, FuturePredictor, HeadDrafts, LookupDrafts, TokenHead
 from specdec.patching import STATE_ATTR
 from specdec.training.head import HeadBatch, evaluate_head, extract_features, head_outputs, load_shards, train_head
 from tiny_models import ARCHS, prompt, tiny_model
-
-
-def perturbed_head(model, depth: int = 3, seed: int = 0, vocab=None) -> TokenHead:
-    """A head with random (not identity) input fusion, so its drafts differ from "repeat the state"."""
-    head = TokenHead.for_model(model, depth, vocab)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in head.parameters():
-            param.add_(0.2 * torch.randn(param.shape, generator=gen).to(param))
-    return head
 
 
 def states_of(model, ids: torch.Tensor) -> torch.Tensor:

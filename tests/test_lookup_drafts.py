@@ -52,6 +52,8 @@ def test_propose_adds_the_chain_to_the_inner_ranking():
 def test_static_trees_merge_the_chain_as_rank_zero():
     cands = Candidates([[10, 11, 12], [20, 21, 22], [30, 31, 32]], [[0.0] * 3] * 3, chain=[7, 21])
     assert merged_ranking(cands, 3) == [[7, 10, 11], [21, 20, 22], [30, 31, 32]]
+    short = Candidates([[10, 11]], [[0.0] * 2])  # fewer tokens and depths than the tree: the last ones repeated
+    assert merged_ranking(short, 3, depth=3) == [[10, 11, 11]] * 3
 
 
 def test_lookup_rejects_bad_settings():

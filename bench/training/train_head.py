@@ -29,7 +29,7 @@ from specdec.drafts.firp.vocabulary import DraftVocabulary  # noqa: E402
 from specdec.drafts.head.network import TokenHead  # noqa: E402
 from specdec.training.corpus import read_texts, stdlib_files  # noqa: E402
 from specdec.training.data import pack_texts, read_corpus  # noqa: E402
-from specdec.training.head import extract_features, load_shards, train_head  # noqa: E402
+from specdec.training.head import evaluate_head, extract_features, load_shards, train_head  # noqa: E402
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 
@@ -54,6 +54,21 @@ def parse_args():
 def distill_files(limit: int) -> list[Path]:
     files = sorted(PROMPTS_DIR.glob("distill-smollm2*.jsonl"))
     return files[:limit] if limit else files
+
+
+def firp_heldout(model, tokenizer, head) -> dict:
+    """Top-1 on exactly the held-out text the FIRP variants are scored on (bench.training.train_variants:
+    12 chat and 12 code sequences of 128 tokens), per half."""
+    from specdec.training.head import HeadBatch
+
+    chat = pack_texts(read_corpus([PROMPTS_DIR / "eval-chat-smollm2.jsonl"]), tokenizer, 128, model.config)[:12]
+    code = pack_texts(read_texts(stdlib_files("heldout")[:6]), tokenizer, 128, model.config)[:12]
+    scores = {}
+    for name, ids in (("chat", chat), ("code", code)):
+        with torch.no_grad():
+            feats = model.model(input_ids=ids).last_hidden_state
+        scores[name] = evaluate_head(model, head, [HeadBatch(ids, feats)])
+    return scores
 
 
 def main():
@@ -84,9 +99,8 @@ def main():
     history = train_head(model, head, shards, args.steps, args.batch_size, args.lr, eval_batches=evals["chat"], eval_every=args.eval_every,
                          log=lambda r: (print(r, flush=True), log.append(r)))
     train_seconds = time.perf_counter() - started
-    from specdec.training.head import evaluate_head
-
     final = {name: evaluate_head(model, head, batches) for name, batches in evals.items()}
+    final["firp-heldout"] = firp_heldout(model, tokenizer, head)
     out = args.out or args.work / "head"
     head.save_pretrained(out)
     report = {

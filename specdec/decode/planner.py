@@ -96,19 +96,21 @@ class LayoutCache:
         return layout
 
 
-def merged_ranking(cands: Candidates, width: int) -> list[list[int]]:
-    """Per depth, ``width`` ranked tokens with the chain's token (where it reaches) moved to rank 0.
+def merged_ranking(cands: Candidates, width: int, depth: int = 0) -> list[list[int]]:
+    """Per depth (at least ``depth`` of them), ``width`` ranked tokens with the chain's token (where it
+    reaches) moved to rank 0.
 
-    A source that ranks fewer than ``width`` tokens has its last one repeated: those nodes are
-    wasted rows, never a wrong output (the walk takes the first matching child).
+    A source that ranks fewer than ``width`` tokens has its last one repeated, and one that ranks
+    fewer depths (the token-aware head stops where its paths become unlikely) its last depth: those
+    nodes are wasted rows, never a wrong output (the walk takes the first matching child).
     """
     rows = []
-    for depth, ranked in enumerate(cands.ranked):
-        if depth < len(cands.chain):
-            guess = cands.chain[depth]
+    for level, ranked in enumerate(cands.ranked):
+        if level < len(cands.chain):
+            guess = cands.chain[level]
             ranked = [guess] + [t for t in ranked if t != guess]
         rows.append((ranked + ranked[-1:] * width)[:width])
-    return rows
+    return rows + rows[-1:] * (depth - len(rows))
 
 
 class StaticPlanner:
@@ -129,7 +131,7 @@ class StaticPlanner:
     def plan(self, cands: Candidates) -> Plan:
         if not cands.ranked:
             return self.empty
-        ranking = merged_ranking(cands, self.top_k)
+        ranking = merged_ranking(cands, self.top_k, self.max_depth)
         tokens = [ranking[len(path) - 1][path[-1]] for path in self.shape.paths]
         return Plan(self.full, tokens, torch.tensor(tokens, dtype=torch.int64, device=self.device))
 

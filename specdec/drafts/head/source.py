@@ -63,7 +63,7 @@ class HeadDrafts(DraftSource):
         self.module, self.width, self.beam, self.backend = head, width, beam, backend
         self.min_path_prob, self.min_logp = min_path_prob, math.log(min_path_prob) if min_path_prob > 0 else -math.inf
         self.vocabulary = head.draft_vocab
-        self.embed = self.lm_head = None  # the model's, set by prepared()
+        self.embed = self.output = None  # the model's input embeddings and LM head modules, set by prepared()
 
     @property
     def depth(self) -> int:
@@ -82,9 +82,13 @@ class HeadDrafts(DraftSource):
 
     def prepared(self, model, backend: str) -> "HeadDrafts":
         ready = HeadDrafts(frozen_copy(self.module, model), self.width, self.beam, backend, self.min_path_prob)
-        ready.embed = model.get_input_embeddings()
-        ready.lm_head = model.get_output_embeddings().weight
+        ready.embed, ready.output = model.get_input_embeddings(), model.get_output_embeddings()
         return ready
+
+    @property
+    def lm_head(self) -> torch.Tensor:
+        """``[V, d]`` the model's LM head weight, as it is now (a weight replaced after ``patch()`` is read)."""
+        return self.output.weight
 
     def _state(self, context: DraftContext, extra: int) -> HeadState:
         """The call's state, its cache grown (by doubling) to hold ``extra`` more pairs."""
