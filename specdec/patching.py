@@ -318,7 +318,8 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     rule = rule_for(generation_config, logits_processor)
     weights = state.weights.for_step(parts.layers, parts.lm_head)
     planner = _planner(model, state, parts, source, rule.regime, weights.name)
-    with weights.active(parts.layers, parts.lm_head, source.vocabulary):
+    networks = torch.nn.ModuleList([parts.layers, *source.networks()])  # the decoder layers and a draft head's
+    with weights.active(networks, parts.lm_head, source.vocabulary):
         sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
     run_stats = dataclasses.replace(run_stats, step=weights.name)
     if specdec_streamer is not None:

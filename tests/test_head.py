@@ -145,3 +145,22 @@ def test_patch_merges_a_bare_head_with_lookup():
     assert isinstance(source, LookupDrafts) and isinstance(source.inner, HeadDrafts) and source.depth == 3
     assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=30, do_sample=False))
     specdec.unpatch(model)
+
+
+@pytest.mark.parametrize("compile", ["auto", False])
+def test_the_heads_linears_run_packed_inside_a_call_only(compile, monkeypatch):
+    model = tiny_model("llama-gqa", seed=6)
+    seen = []
+    propose = HeadDrafts.propose
+
+    def spying(self, context, ranked):
+        seen.append("forward" in self.module.qkv.__dict__)  # the instance-level packed forward
+        return propose(self, context, ranked)
+
+    monkeypatch.setattr(HeadDrafts, "propose", spying)
+    source = HeadDrafts(perturbed_head(model, depth=2))
+    specdec.patch(model, source, tree="chain", compile=compile)
+    model.generate(prompt(model, 5, 0), max_new_tokens=6, do_sample=False)
+    prepared = getattr(model, STATE_ATTR).prepared
+    assert seen and all(seen) == (compile == "auto") and "forward" not in prepared.module.qkv.__dict__
+    specdec.unpatch(model)

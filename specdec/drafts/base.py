@@ -102,6 +102,11 @@ class DraftSource:
         after :attr:`exit_layer` (model dtype)."""
         raise NotImplementedError
 
+    def networks(self) -> list:
+        """The source's own ``nn.Module`` s that run between steps (the token-aware head), whose linear
+        layers ``compile="auto"`` runs on packed weights like the model's."""
+        return []
+
     def observe(self, context: DraftContext, states, tokens: list[int]) -> None:
         """Rows just committed to the cache (the prompt's, then each step's accepted path), for a source
         that :attr:`reads_states`: ``states [n, d]`` their final-normed hidden states (model dtype),
@@ -130,6 +135,9 @@ class WrappingSource(DraftSource):
 
     def observe(self, context: DraftContext, states, tokens: list[int]) -> None:
         self.inner.observe(context, states, tokens)
+
+    def networks(self) -> list:
+        return self.inner.networks()
 
     def check_model(self, model) -> None:
         self.inner.check_model(model)

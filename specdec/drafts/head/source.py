@@ -80,6 +80,9 @@ class HeadDrafts(DraftSource):
     def check_model(self, model) -> None:
         self.module.check_model(model)
 
+    def networks(self) -> list:
+        return [self.module]
+
     def prepared(self, model, backend: str) -> "HeadDrafts":
         ready = HeadDrafts(frozen_copy(self.module, model), self.width, self.beam, backend, self.min_path_prob)
         ready.embed, ready.output = model.get_input_embeddings(), model.get_output_embeddings()
