@@ -47,6 +47,7 @@ def parse_args():
     p.add_argument("--depth", type=int, default=5)
     p.add_argument("--draft-vocab", type=int, default=4096)
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--init", type=Path, help="continue from this saved head (its vocabulary and depth) instead of a new one")
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args()
 
@@ -91,7 +92,7 @@ def main():
         return
     counts = torch.bincount(train_seq.view(-1), minlength=model.config.vocab_size)
     vocab = DraftVocabulary.most_frequent(counts, args.draft_vocab)
-    head = TokenHead.for_model(model, args.depth, vocab)
+    head = TokenHead.for_model(model, args.depth, vocab) if args.init is None else TokenHead.from_pretrained(args.init, dtype=torch.float32)
     shards = load_shards(paths["train"])
     evals = {name: load_shards(paths[name], torch.float32) for name in ("chat", "code")}
     log = []

@@ -48,13 +48,17 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype) * weight
 
 
-def rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary positions on ``x [B, H, n, hd]`` at ``positions [n]`` (int64)."""
-    hd = x.shape[-1]
-    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
-    angles = positions.to(torch.float32)[:, None] * inv[None]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+def rotary_table(length: int, head_dim: int, device) -> torch.Tensor:
+    """fp32 ``[2, length, head_dim // 2]``: cos and sin of the rotary angles of positions ``0..length-1``."""
+    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None]
+    return torch.stack([angles.cos(), angles.sin()])
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions on ``x [B, H, n, hd]``; ``cos``, ``sin``: ``[n, hd // 2]`` in ``x``'s dtype."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
@@ -127,12 +131,23 @@ class TokenHead(nn.Module):
         batch, n, d = features.shape
         x = self.fuse(torch.cat([features, embeds], dim=-1))
         q, k, v = self.qkv(rms_norm(x, self.attn_norm)).view(batch, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = rotate(q, positions), rotate(k, positions)
+        cos, sin = self.rotary(positions).to(q.dtype).unbind(0)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
         attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         x = x + self.out(attended.transpose(1, 2).reshape(batch, n, d))
         gate, up = self.gate_up(rms_norm(x, self.mlp_norm)).chunk(2, dim=-1)
         return x + self.down(F.silu(gate) * up), k, v
+
+    def rotary(self, positions: torch.Tensor) -> torch.Tensor:
+        """fp32 ``[2, n, hd // 2]`` cos and sin at ``positions [n]``, from a table kept on the module
+        (grown by doubling; the same values as computed on the spot)."""
+        table = self.__dict__.get("_rotary")
+        need = int(positions.max()) + 1 if positions.numel() else 1
+        if table is None or table.shape[1] < need or table.device != positions.device:
+            length = max(need, 2 * (table.shape[1] if table is not None else 256))
+            table = self.__dict__["_rotary"] = rotary_table(length, self.hidden_size // self.num_heads, positions.device)
+        return table[:, positions]
 
     def empty_kv(self, batch: int = 1, capacity: int = 0) -> torch.Tensor:
         """``[B, H, capacity, hd]`` uninitialised keys (or values) in the head's dtype and device."""
