@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, tokenizer, shipped = load_demo(args.model)
+    model, tokenizer, shipped = load_demo(args.model, draft="firp")
     label = args.predictor
     if args.predictor == "shipped":
         predictor = shipped

@@ -40,7 +40,7 @@ def child(args) -> dict:
     """One fresh process's measurement (printed as JSON by ``--child``)."""
     from bench.e2e.run import class_prompts
 
-    model, tokenizer, predictor = load_demo(args.model)
+    model, tokenizer, predictor = load_demo(args.model, draft="firp")
     name = "chat" if tokenizer.chat_template else "code"
     prompts = class_prompts(name, tokenizer, args.processes + 1, args.new_tokens, "cpu")
     request, warm_up = prompts[args.child % (len(prompts) - 1)], prompts[-1]

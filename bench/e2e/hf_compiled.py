@@ -38,8 +38,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    model, tokenizer, predictor = load_demo(args.model)
-    compiled, _, _ = load_demo(args.model)
+    model, tokenizer, predictor = load_demo(args.model, draft="firp")
+    compiled, _, _ = load_demo(args.model, draft="firp")
     compiled.forward = torch.compile(compiled.forward)
     static = {"cache_implementation": "static"}
     table = {  # name -> (set-up returning the model to generate with, generate kwargs)

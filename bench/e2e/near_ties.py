@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    model, tokenizer, predictor = load_demo(args.model, dtype=dtype)
+    model, tokenizer, predictor = load_demo(args.model, dtype=dtype, draft="firp")
     methods = {
         "HF prompt lookup (10)": (lambda: unpatch(model), {"prompt_lookup_num_tokens": 10}),
         "specdec defaults": (lambda: patch(model, predictor), {}),

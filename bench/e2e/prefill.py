@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=1, help="max_new_tokens (1: the prompt pass alone)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    model, tokenizer, predictor = load_demo(args.model)
+    model, tokenizer, predictor = load_demo(args.model, draft="firp")
     text = "".join(read_texts(stdlib_files("heldout")[:40]))
     ids = tokenizer(text, return_tensors="pt").input_ids
     rows = []

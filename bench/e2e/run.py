@@ -37,7 +37,7 @@ import torch
 
 from bench.common import RESULTS, device_names, environment, timed_quietly, write_csv
 from specdec import DraftSource, FIRPDrafts, FuturePredictor, HeadDrafts, LookupDrafts, TokenHead, load_demo, patch, stats, unpatch
-from specdec.demo import DEFAULT_DEMO, DEMOS
+from specdec.demo import DEFAULT_DEMO, DEMOS, demo_paths
 from specdec.training.corpus import read_texts, stdlib_files
 from specdec.demo.run import prompt_ids
 from specdec.training.distill import read_prompts
@@ -94,7 +94,7 @@ def load(args):
     """``(model, tokenizer, predictor)`` of a demo (``--model`` is a demo name) or of ``--model``/``--predictor``."""
     dtype = getattr(torch, args.dtype)
     if args.model in DEMOS:
-        return load_demo(args.model, dtype=dtype, device=args.device)
+        return load_demo(args.model, dtype=dtype, device=args.device, draft="firp")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
@@ -151,11 +151,16 @@ def methods(args, model, predictor):
 
 
 def load_head(args, model) -> TokenHead | None:
-    """The token-aware head saved in ``args.head`` (None without one), on the model's device and dtype."""
+    """The token-aware head saved in ``args.head`` (``"shipped"``: the demo's; None without one), on
+    the model's device and dtype."""
     path = getattr(args, "head", None)
     if path is None:
         return None
     weight = model.get_input_embeddings().weight
+    if path == "shipped":
+        if args.model not in DEMOS:
+            raise SystemExit("--head shipped is the demo's head: pass a folder for --model DIR")
+        path = demo_paths(args.model)[1].parent / "head"
     return TokenHead.from_pretrained(path, device=weight.device, dtype=weight.dtype)
 
 
@@ -320,7 +325,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="?", const="", default=None, metavar="RUN",
                         help="compare FIRP's map variants trained by bench.training.train_variants (bench/variants/RUN, default the "
                              "model's name, e.g. smollm2-135m-code2000) with the bundled predictor instead")
-    parser.add_argument("--head", help="also decode with this token-aware draft head (bench.training.train_head's output folder)")
+    parser.add_argument("--head", help="also decode with this token-aware draft head: a folder (bench.training.train_head's output) or 'shipped' (the demo's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 

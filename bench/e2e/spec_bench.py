@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--head", help="also decode with this token-aware draft head (bench.training.train_head's output folder)")
+    parser.add_argument("--head", help="also decode with this token-aware draft head: a folder (bench.training.train_head's output) or 'shipped' (the demo's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.per_group < 1 or args.new_tokens < 1 or args.repeats < 1:

@@ -14,7 +14,7 @@ FREEZE = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 BUCKETS = [int(b) for b in sys.argv[2].split(",")] if len(sys.argv) > 2 else [1, 8, 16]
 import torch._inductor.config as ic
 ic.freezing = bool(FREEZE)
-model, tok, pred = load_demo()
+model, tok, pred = load_demo(draft="firp")
 model.set_attn_implementation("sdpa")
 parts = ModelParts.of(model)
 L = len(parts.layers); cfg = model.config

@@ -67,7 +67,7 @@ def main() -> None:
     from specdec.decode.loop import ModelParts
     from specdec.decode.packing import PackedWeights
 
-    model, _, predictor = load_demo()
+    model, _, predictor = load_demo(draft="firp")
     parts, packs = ModelParts.of(model), PackedWeights()
     timings = []
     for _ in range(3):

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    model, tokenizer, predictor = load_demo()
+    model, tokenizer, predictor = load_demo(draft="firp")
     prompts = heldout_prompts(tokenizer, args.prompts, args.new_tokens, "cpu")
     chosen = patching._planner
 

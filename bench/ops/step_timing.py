@@ -38,7 +38,7 @@ LLAMA_2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, n
 def build(shape: str, device: str, dtype: torch.dtype):
     """``(model, predictor)``: a demo model, or a Llama-2-7B-shaped model with random weights and an identity predictor."""
     if shape in DEMOS:
-        model, _, predictor = load_demo(shape, dtype=dtype, device=device)
+        model, _, predictor = load_demo(shape, dtype=dtype, device=device, draft="firp")
         return model, predictor
     if shape != "llama-2-7b":
         raise SystemExit(f"unknown --shape {shape!r}: one of {DEMOS} or llama-2-7b")

@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model, tokenizer, predictor = load_demo("smollm2-135m", dtype=getattr(torch, args.dtype), device=device)
+    model, tokenizer, predictor = load_demo("smollm2-135m", dtype=getattr(torch, args.dtype), device=device, draft="firp")
     head = model.get_output_embeddings().weight.detach()
     # The predictor's packed training sequences (what `specdec train --draft-vocab` counts too).
     train_sequences, held_sequences = data(argparse.Namespace(model="smollm2-135m", seq_len=128, eval_sequences=24), model, tokenizer)

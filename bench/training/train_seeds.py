@@ -117,7 +117,7 @@ def speed_guess(model, held: torch.Tensor, layer: int) -> float:
 def main():
     args = parse_args()
     torch.manual_seed(0)
-    model, tokenizer, firp = load_demo(args.model)
+    model, tokenizer, firp = load_demo(args.model, draft="firp")
     train, held = data(args, model, tokenizer)
     print(f"{train.shape[0]} training and {held.shape[0]} held-out sequences of {args.seq_len} tokens")
     results = [train_one(args, model, train, held, name, *setting) for name, setting in settings(args, model, firp).items()]

@@ -184,7 +184,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 def main():
     args = parse_args()
     torch.manual_seed(0)
-    model, tokenizer, bundled = load_demo(args.model)
+    model, tokenizer, bundled = load_demo(args.model, draft="firp")
     train, held = data(args, model, tokenizer)
     if args.code_sequences:
         train = torch.cat([train, stdlib_code(tokenizer, model, args.code_sequences, args.seq_len)])

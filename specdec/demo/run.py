@@ -13,6 +13,7 @@ import torch
 from transformers import TextStreamer
 
 from . import load_demo
+from ..drafts.head.network import TokenHead
 from ..patching import patch, stats, unpatch
 
 CHAT_PROMPTS = (
@@ -46,13 +47,14 @@ def timed_generate(model, ids, max_new_tokens: int, streamer=None) -> tuple[torc
     return out, time.perf_counter() - start
 
 
-SOURCES = ("trained", "lookup")
+SOURCES = ("trained", "firp", "lookup")
 
 
 def run_demo(name: str = "smollm2-135m", max_new_tokens: int | None = None, source: str = "trained") -> dict:
     """Print both outputs and the figures per prompt and overall; return the overall figures.
 
-    ``source``: ``"trained"`` patches with the demo's predictor, ``"lookup"`` with none (n-gram
+    ``source``: ``"trained"`` patches with the demo's default draft source (SmolLM2: the token-aware
+    head; the 9M model: FIRP), ``"firp"`` with its FIRP predictor, ``"lookup"`` with none (n-gram
     lookup drafts only). ``max_new_tokens`` defaults to the demo's own setting.
     """
     if source not in SOURCES:
@@ -61,11 +63,17 @@ def run_demo(name: str = "smollm2-135m", max_new_tokens: int | None = None, sour
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     settings = DEMO_SETTINGS[name]
     max_new_tokens = max_new_tokens or settings["max_new_tokens"]
-    model, tokenizer, predictor = load_demo(name)
+    model, tokenizer, predictor = load_demo(name, draft="firp" if source == "firp" else "default")
     if source == "lookup":
         predictor = None
     config = model.config
-    drafts = "n-gram lookup only (no predictor)" if predictor is None else f"predictor: transfer layer {predictor.layer}, k={predictor.k}"
+    if predictor is None:
+        drafts = "n-gram lookup only (no predictor)"
+    elif isinstance(predictor, TokenHead):
+        vocab = config.vocab_size if predictor.draft_vocab is None else len(predictor.draft_vocab)
+        drafts = f"token-aware draft head: depth {predictor.depth}, {vocab}-token draft vocabulary"
+    else:
+        drafts = f"FIRP predictor: transfer layer {predictor.layer}, k={predictor.k}"
     print(f"specdec demo: {name} ({config.num_hidden_layers} layers, d={config.hidden_size}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, fp32), "
           f"{drafts}; {torch.get_num_threads()} CPU threads")
