@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    model, tokenizer, _ = load_demo(args.model)
+    model, tokenizer, _ = load_demo(args.model, draft="firp")
     records = read_prompts(PROMPTS)[: args.prompts]
     distill(model, tokenizer, records[:2], Path(tempfile.mkdtemp()) / "warm.jsonl", max_new_tokens=4, progress=False)
     rows = []

@@ -16,7 +16,6 @@ the loss and held-out top-1 log) beside it.
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from bench.common import cpu_model, environment  # noqa: E402
 from specdec.demo import load_demo  # noqa: E402
 from specdec.drafts.firp.vocabulary import DraftVocabulary  # noqa: E402
 from specdec.drafts.head.network import TokenHead  # noqa: E402
@@ -75,7 +75,7 @@ def firp_heldout(model, tokenizer, head) -> dict:
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    model, tokenizer, _ = load_demo("smollm2-135m")
+    model, tokenizer, _ = load_demo("smollm2-135m", draft="firp")
     files = distill_files(args.files)
     train_seq = pack_texts(read_corpus(files), tokenizer, args.seq_len, model.config)
     chat = pack_texts(read_corpus([PROMPTS_DIR / "eval-chat-smollm2.jsonl"]), tokenizer, args.seq_len, model.config)
@@ -110,8 +110,8 @@ def main():
         "seconds": {"train": round(train_seconds, 1)},
         "heldout": final,
         "log": [r for r in history if "top1_depth1" in r or r["step"] % 50 == 0],
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpu": cpu_model(), "threads": args.threads},
+        "environment": environment(),
     }
     (out / "training_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(final))
