@@ -269,7 +269,7 @@ def test_demo_help_names_model_not_its_old_name(capsys):
     with pytest.raises(SystemExit):
         cli_main(["demo", "--help"])
     shown = capsys.readouterr().out
-    assert "--model {smollm2-135m,stdlib-9m}" in shown and "--source {trained,lookup}" in shown and "--name" not in shown
+    assert "--model {smollm2-135m,stdlib-9m}" in shown and "--source {trained,firp,lookup}" in shown and "--name" not in shown
 
 
 def test_demo_refuses_zero_new_tokens(demo_calls, capsys):

@@ -195,7 +195,7 @@ def test_malformed_trees_are_refused(model, predictor, tree, message):
 def test_bad_backend_and_type_are_refused(model, predictor):
     with pytest.raises(ValueError, match="backend must be one of"):
         specdec.patch(model, predictor, backend="cuda")
-    with pytest.raises(TypeError, match="FuturePredictor or a DraftSource"):
+    with pytest.raises(TypeError, match="FuturePredictor, a TokenHead or a DraftSource"):
         specdec.patch(model, "predictor.safetensors")
     assert snapshot(model) == ("sdpa", False, False)
 
