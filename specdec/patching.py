@@ -116,7 +116,7 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     if predictor is None or isinstance(predictor, FuturePredictor):
         source = LookupDrafts(predictor)
     elif isinstance(predictor, TokenHead):
-        source = LookupDrafts(HeadDrafts(predictor, backend=backend))
+        source = LookupDrafts(HeadDrafts(predictor))  # prepared() gives it the backend
     elif isinstance(predictor, DraftSource):
         source = predictor
     else:

@@ -147,8 +147,8 @@ class HeadDrafts(DraftSource):
         if state is None or state.last is None:
             return ranked
         tokens, logps = self._rank(state.last)
-        # node: (parent, token, logp, path logp, depth, draft row or -1); draft rows: (output [d], node)
-        nodes = [(-1, t, lp, lp, 1, -1) for t, lp in zip(tokens[0], logps[0])]
+        # node: (parent, token, logp given the parent, path logp, depth)
+        nodes = [(-1, t, lp, lp, 1) for t, lp in zip(tokens[0], logps[0])]
         frontier = list(range(len(nodes)))
         row_of: dict[int, int] = {}  # node -> its draft row
         outputs, keys, values = [], [], []
@@ -182,11 +182,11 @@ class HeadDrafts(DraftSource):
             for r, node in enumerate(expand):
                 for t, lp in zip(tokens[r], logps[r]):
                     frontier.append(len(nodes))
-                    nodes.append((node, t, lp, nodes[node][3] + lp, depth, -1))
+                    nodes.append((node, t, lp, nodes[node][3] + lp, depth))
         cands = ranked
-        cands.tree = [(parent, token, logp, self.kind) for parent, token, logp, _, _, _ in nodes]
+        cands.tree = [(parent, token, logp, self.kind) for parent, token, logp, _, _ in nodes]
         by_depth = [[] for _ in range(self.depth)]
-        for _, token, _, path, depth, _ in sorted(nodes, key=lambda node: -node[3]):
+        for _, token, _, path, depth in sorted(nodes, key=lambda node: -node[3]):
             if all(token != t for t, _ in by_depth[depth - 1]):
                 by_depth[depth - 1].append((token, path))
         cands.ranked = [[t for t, _ in row] for row in by_depth if row]
