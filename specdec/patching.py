@@ -28,7 +28,8 @@ from transformers.generation import GenerationMode
 
 from .decode.attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
 from .decode.cost import StepCost
-from .decode.loop import ModelParts, speculative_generate
+from .decode.graphs import CompiledStep
+from .decode.loop import EagerStep, ModelParts, speculative_generate
 from .decode.packing import PackedWeights, PlainWeights
 from .decode.warmup import time_steps
 from .drafts import DraftSource, HeadDrafts, LookupDrafts, TokenHead
@@ -53,7 +54,8 @@ class PatchState:
     """What ``patch()`` was given; ``prepared`` is ``source`` made ready for the device and dtype in
     ``prepared_for``. ``shape`` is None for ``tree="auto"``; ``owner`` is the object passed to
     :func:`patch` (what ``tree="auto"`` keeps its statistics under); ``weights`` what the step's
-    linears run on (:class:`PackedWeights` for ``compile="auto"``, else :class:`PlainWeights`)."""
+    linears run on (:class:`PackedWeights` for ``compile="auto"``, else :class:`PlainWeights`);
+    ``steps`` the loop's step factory (:class:`EagerStep`, or a :class:`CompiledStep` for ``compile=True``)."""
 
     source: DraftSource
     shape: TreeShape | None
@@ -62,7 +64,12 @@ class PatchState:
     prepared_for: tuple
     owner: object
     weights: "PackedWeights | PlainWeights"
+    steps: "type[EagerStep] | CompiledStep" = EagerStep
     warned: set = field(default_factory=set)
+
+    def step_name(self, weights: "PackedWeights | PlainWeights") -> str:
+        """What a call's step runs: ``"compiled"``, else what its linears run on (``weights.name``)."""
+        return self.steps.name if isinstance(self.steps, CompiledStep) else weights.name
 
 
 @dataclass
@@ -107,7 +114,13 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
             oneDNN-packed copies of their weights (:mod:`specdec.decode.packing`; packed once, at the
             first call, about a second for a 135M model on 2 CPU cores, and kept while the weights are
             unchanged; they cost the weights' memory again and are skipped when that is not free);
-            elsewhere the step as ``False``. ``False``: the model's weights as stored.
+            elsewhere the step as ``False``. ``False``: the model's weights as stored. ``True``: the
+            step as one ``torch.compile``'d program over a cache of fixed addresses
+            (:mod:`specdec.decode.graphs`; CUDA graphs on a GPU), compiled at the first call (a
+            progress line on stderr says so; about a minute for a 135M model on 2 CPU cores) and
+            kept for the patched model; for draft sources without pseudo rows or an early exit
+            (n-gram lookup, the token-aware head). On the CPUs measured it is not faster than
+            ``"auto"``'s packed weights (``docs/results.md``).
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.
     Each ``generate`` call reads the model's modules afresh and checks them again, so later
@@ -122,8 +135,13 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     else:
         raise TypeError(f"predictor must be None, a FuturePredictor, a TokenHead or a DraftSource, got {type(predictor).__name__}")
     check_backend(backend)
-    if not (compile is False or (isinstance(compile, str) and compile == "auto")):
-        raise ValueError(f"compile must be 'auto' or False, got {compile!r} (a compiled static step is not available yet)")
+    if not (compile is False or compile is True or (isinstance(compile, str) and compile == "auto")):
+        raise ValueError(f"compile must be 'auto', True or False, got {compile!r}")
+    if compile is True and (source.k or source.exit_layer is not None):
+        raise ValueError(
+            "compile=True covers draft sources without pseudo rows or an early exit (n-gram lookup, the "
+            f"token-aware head); this {type(source).__name__} has them: use compile='auto' or False"
+        )
     static = not (isinstance(tree, str) and tree == "auto")
     if static and not source.depth:
         raise ValueError("static trees draft from ranked candidates (pseudo rows or an early exit), and this source has none: use tree='auto'")
@@ -136,8 +154,9 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
     weights = PackedWeights() if compile == "auto" else PlainWeights()
+    steps = CompiledStep() if compile is True else EagerStep
     owner = _NoPredictor if predictor is None else predictor
-    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights))
+    setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights, steps))
     setattr(model, STATS_ATTR, None)
     for name in _OVERRIDES:
         setattr(model, name, _Override(model, name))
@@ -184,10 +203,10 @@ def warmup(model, rows=WARMUP_ROWS, prompt_tokens: int = 128) -> dict[int, float
     weights = state.weights.for_step(parts.layers, parts.lm_head)
     rows = sorted(set(rows) | {1})  # the single-row step anchors the curve
     with torch.no_grad(), weights.active(parts.layers, parts.lm_head):
-        seconds = time_steps(parts, rows, prompt_tokens, state.backend)
+        seconds = time_steps(parts, rows, prompt_tokens, state.backend, state.steps)
     if state.shape is None:
         device, dtype = _placement(model)
-        cost = _TUNING.setdefault(model, Tuning()).costs.setdefault((device, dtype, "greedy", weights.name), StepCost())
+        cost = _TUNING.setdefault(model, Tuning()).costs.setdefault((device, dtype, "greedy", state.step_name(weights)), StepCost())
         for count in rows:
             cost.observe([(1.0, count)], seconds[count])
     return seconds
@@ -317,11 +336,14 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     stop = StopChecker(stopping_criteria, generation_config.max_length)
     rule = rule_for(generation_config, logits_processor)
     weights = state.weights.for_step(parts.layers, parts.lm_head)
-    planner = _planner(model, state, parts, source, rule.regime, weights.name)
+    step = state.step_name(weights)
+    planner = _planner(model, state, parts, source, rule.regime, step)
     networks = torch.nn.ModuleList([parts.layers, *source.networks()])  # the decoder layers and a draft head's
     with weights.active(networks, parts.lm_head, source.vocabulary):
-        sequence, run_stats = speculative_generate(parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer)
-    run_stats = dataclasses.replace(run_stats, step=weights.name)
+        sequence, run_stats = speculative_generate(
+            parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer, state.steps
+        )
+    run_stats = dataclasses.replace(run_stats, step=step)
     if specdec_streamer is not None:
         specdec_streamer.end()
     setattr(model, STATS_ATTR, run_stats)
@@ -332,7 +354,7 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
 def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, regime: tuple, step: str) -> "AutoPlanner | StaticPlanner":
     """The planner of one ``generate`` call, with what earlier calls in the same ``regime`` (greedy,
     or sampling at given settings: acceptance differs between them) learned for ``tree="auto"``;
-    ``step`` names what the step runs on (packed or eager weights), which has its own cost curve."""
+    ``step`` names what the step runs (compiled, or eager on packed or stored weights), which has its own cost curve."""
     device, dtype = _placement(model)
     if state.shape is not None:
         return StaticPlanner(state.shape, source.k, device)

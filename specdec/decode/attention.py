@@ -1,9 +1,9 @@
 """The attention function registered with transformers for patched models.
 
 ``patch()`` switches a model from its attention implementation ``X`` (``sdpa``
-or ``eager``) to ``specdec_X``. Calls that carry a :class:`StepAttention` in the
-``specdec_step`` keyword (only the FIRP decoder passes it) run tree-masked
-attention; every other call is handed to ``X`` unchanged, with ``X``'s own mask
+or ``eager``) to ``specdec_X``. Calls that carry a :class:`StepAttention` (the eager step) or a
+:class:`StaticAttention` (the compiled step) in the ``specdec_step`` keyword (only
+specdec's decoder passes it) run tree-masked attention; every other call is handed to ``X`` unchanged, with ``X``'s own mask
 function, so the model behaves exactly as before outside speculative decoding.
 
 Any other attention function would ignore the ``specdec_step`` keyword and attend
@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -43,6 +44,39 @@ class StepAttention:
     positions: torch.Tensor
     backend: str
 
+    def attend(self, query, key, value, scale: float, window: int | None) -> torch.Tensor:
+        """Tree-masked attention of ``query [1, H, S, D]`` over the cached ``key``/``value``
+        ``[1, H_kv, prefix_len + S, D]``; returns ``[1, S, H, D]``."""
+        return kernels.tree_attention(
+            query, key, value, prefix_len=self.prefix_len, step_bits=self.bits, scale=scale,
+            positions=self.positions, window=window, backend=self.backend,
+        )
+
+
+@dataclass(frozen=True)
+class StaticAttention:
+    """Visibility of the compiled step's rows over a cache of fixed capacity (:mod:`specdec.decode.graphs`).
+
+    Attributes:
+        mask: bool ``[1, 1, S, C]``, True where row ``i`` may attend to cache slot ``j`` (the prefix,
+            and the step's own slots by the tree), ``C`` the cache's capacity.
+        positions: int64 ``[S]`` positions of the rows.
+        key_positions: int64 ``[C]`` position of the key in each slot (for sliding windows).
+    """
+
+    mask: torch.Tensor
+    positions: torch.Tensor
+    key_positions: torch.Tensor
+
+    def attend(self, query, key, value, scale: float, window: int | None) -> torch.Tensor:
+        """Masked attention of ``query [1, H, S, D]`` over all ``C`` slots of ``key``/``value``
+        ``[1, H_kv, C, D]`` with ``scaled_dot_product_attention`` (what the compiler traces); returns ``[1, S, H, D]``."""
+        mask = self.mask
+        if window is not None:
+            mask = mask & ((self.positions[:, None] - self.key_positions[None, :]) < window)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, enable_gqa=True)
+        return out.transpose(1, 2).contiguous()
+
 
 def _original_function(name: str, module):
     if name == "eager":
@@ -59,18 +93,7 @@ def _make_attention(original: str):
         if kwargs.get("softcap") is not None:
             raise NotImplementedError("specdec tree attention does not support attention logit soft-capping")
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        out = kernels.tree_attention(
-            query,
-            key,
-            value,
-            prefix_len=step.prefix_len,
-            step_bits=step.bits,
-            scale=scale,
-            positions=step.positions,
-            window=kwargs.get("sliding_window"),
-            backend=step.backend,
-        )
-        return out, None
+        return step.attend(query, key, value, scale, kwargs.get("sliding_window")), None
 
     specdec_attention.__name__ = f"specdec_attention_{original}"
     return specdec_attention

@@ -48,8 +48,9 @@ class ModelParts:
         cache_kwarg = "cache" if "cache" in params else "past_key_values"
         return cls(inner.embed_tokens, inner.layers, inner.norm, inner.rotary_emb, head.weight, cache_kwarg)
 
-    def run_layers(self, hidden, start, stop, cache, rotary, positions, step: StepAttention) -> torch.Tensor:
-        """Run decoder layers ``[start, stop)`` on ``hidden [1, S, d]``."""
+    def run_layers(self, hidden, start, stop, cache, rotary, positions, step) -> torch.Tensor:
+        """Run decoder layers ``[start, stop)`` on ``hidden [1, S, d]``; ``step`` is the rows'
+        :class:`~specdec.decode.attention.StepAttention` or ``StaticAttention``."""
         for layer in self.layers[start:stop]:
             hidden = layer(
                 hidden,
@@ -121,6 +122,36 @@ def forward_step(
     return parts.norm(hidden[0]), exit_hidden
 
 
+class EagerStep:
+    """One ``generate`` call's steps as eager PyTorch over a cache that grows with the text.
+
+    The loop's step interface (also :class:`specdec.decode.graphs.StaticStep`): :meth:`prefill`,
+    :meth:`forward`, :meth:`compact` (keep the accepted rows), :meth:`truncate`.
+    """
+
+    name = "eager"
+
+    def __init__(self, parts: ModelParts, backend: str, max_positions: int):
+        self.parts, self.backend = parts, backend
+        self.cache = TreeKVCache(len(parts.layers), max_positions)
+
+    @classmethod
+    def open(cls, parts: ModelParts, backend: str, max_positions: int) -> "EagerStep":
+        return cls(parts, backend, max_positions)
+
+    def prefill(self, tokens: torch.Tensor, states: bool = False) -> torch.Tensor | None:
+        return prefill(self.parts, self.cache, tokens, self.backend, states)
+
+    def forward(self, source: DraftSource, layout: StepLayout, root: torch.Tensor, nodes: torch.Tensor, prefix_len: int):
+        return forward_step(self.parts, source, layout, self.cache, root, nodes, prefix_len, self.backend)
+
+    def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:
+        self.cache.compact(prefix_len, keep, in_place)
+
+    def truncate(self, length: int) -> None:
+        self.cache.truncate(length)
+
+
 def early_exit(parts: ModelParts, source: DraftSource, exit_hidden):
     """``f(row [1] int64) -> [exit_depth, d]`` final-normed early-exit states of a real row, or None."""
     if exit_hidden is None:
@@ -137,9 +168,12 @@ def speculative_generate(
     rule,
     backend: str,
     streamer=None,
+    steps=EagerStep,
 ) -> tuple[torch.Tensor, DecodeStats]:
     """Decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
 
+    ``steps.open(parts, backend, max_positions)`` gives the call's step (:class:`EagerStep`, or the
+    compiled step of :class:`specdec.decode.graphs.CompiledStep`).
     ``planner`` is a :class:`~specdec.decode.planner.StaticPlanner` or :class:`~specdec.decode.planner.AutoPlanner`;
     ``rule`` a :class:`~specdec.decode.verification.GreedyRule` or :class:`~specdec.decode.verification.SamplingRule`.
     Returns the sequence ``[1, P + new]`` (int64, on ``input_ids.device``), cut exactly where plain
@@ -147,14 +181,14 @@ def speculative_generate(
     """
     start_time = time.perf_counter()
     prompt_len = input_ids.shape[1]
-    cache = TreeKVCache(len(parts.layers), stop.max_length + CACHE_SLACK)
+    step = steps.open(parts, backend, stop.max_length + CACHE_SLACK)
     sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
     sequence[:, :prompt_len] = input_ids
     context = DraftContext(input_ids[0].tolist())
     length = prompt_len
     root = input_ids[0, -1:]
 
-    prompt_states = prefill(parts, cache, input_ids[0, :-1], backend, source.reads_states)
+    prompt_states = step.prefill(input_ids[0, :-1], source.reads_states)
     if prompt_states is not None:
         source.observe(context, prompt_states, context.tokens[1:])
     plan = planner.plan(source.propose(context, Candidates()))
@@ -165,7 +199,7 @@ def speculative_generate(
         if last is not None:
             planner.observe_seconds(last[0], now - last[1], last[2])
         prefix_len = length - 1  # committed tokens in the cache: all but the root
-        hidden, exit_hidden = forward_step(parts, source, plan.layout, cache, root, plan.nodes, prefix_len, backend)
+        hidden, exit_hidden = step.forward(source, plan.layout, root, plan.nodes, prefix_len)
         early = early_exit(parts, source, exit_hidden)
         verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early, source.vocabulary)
         accepted = len(verdict.tokens) - 1
@@ -185,7 +219,7 @@ def speculative_generate(
                 break
         if finished:
             break
-        cache.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
+        step.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
         root = verdict.emitted[accepted : accepted + 1]
         last = (plan, now, accepted + 1)
         if source.reads_states:

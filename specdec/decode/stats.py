@@ -16,8 +16,9 @@ class DecodeStats:
         accepted: accepted drafts of every step.
         seconds: wall time of the decoding loop (prefill and any first-use calibration included).
         fallback: why the original ``generate`` ran instead, or None.
-        step: what the step's linear layers ran on: ``"packed"`` (oneDNN-packed weights, see
-            :mod:`specdec.decode.packing`) or ``"eager"`` (the weights as stored).
+        step: what the step ran: ``"packed"`` (eager, oneDNN-packed weights, see
+            :mod:`specdec.decode.packing`), ``"eager"`` (the weights as stored) or ``"compiled"``
+            (:mod:`specdec.decode.graphs`).
     """
 
     steps: int = 0

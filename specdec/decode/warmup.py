@@ -13,22 +13,22 @@ import torch
 
 from .. import kernels
 from ..drafts import DraftSource
-from .cache import TreeKVCache
-from .loop import ModelParts, forward_step, prefill
+from .loop import EagerStep, ModelParts
 from .tree import StepLayout
 
 REPEATS = 3
 
 
-def time_steps(parts: ModelParts, rows: list[int], prompt_tokens: int, backend: str) -> dict[int, float]:
+def time_steps(parts: ModelParts, rows: list[int], prompt_tokens: int, backend: str, steps=EagerStep) -> dict[int, float]:
     """``{rows: seconds}``: the best of :data:`REPEATS` steps of each row count over a cached prefix of
-    ``prompt_tokens`` random tokens (the step as decoding runs it: forward pass, LM-head argmax, one host read)."""
+    ``prompt_tokens`` random tokens (the step as decoding runs it: forward pass, LM-head argmax, one
+    host read), through ``steps`` (the loop's step factory: eager, or compiled, which compiles here)."""
     device = parts.lm_head.device
     vocab = parts.lm_head.shape[0]
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(vocab, (prompt_tokens + max(rows),), generator=generator).to(device)
-    cache = TreeKVCache(len(parts.layers), prompt_tokens + max(rows))
-    prefill(parts, cache, tokens[:prompt_tokens], backend)
+    step = steps.open(parts, backend, prompt_tokens + max(rows))
+    step.prefill(tokens[:prompt_tokens])
     source = DraftSource()
     seconds = {}
     for count in rows:
@@ -37,9 +37,9 @@ def time_steps(parts: ModelParts, rows: list[int], prompt_tokens: int, backend: 
         samples = []
         for _ in range(REPEATS + 1):  # the first run of a row count is a warm-up of its own
             start = time.perf_counter()
-            hidden, _ = forward_step(parts, source, layout, cache, root, nodes, prompt_tokens, backend)
+            hidden, _ = step.forward(source, layout, root, nodes, prompt_tokens)
             kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0].tolist()
             samples.append(time.perf_counter() - start)
-            cache.truncate(prompt_tokens)
+            step.truncate(prompt_tokens)
         seconds[count] = min(samples[1:])
     return seconds

@@ -1,0 +1,238 @@
+"""The compiled step (``compile=True``): one ``torch.compile``'d program over a cache of fixed addresses.
+
+The eager step (:mod:`specdec.decode.loop`) grows its cache with the text and builds its masks from
+Python ints, so no graph could be reused from one step to the next. This step is static instead:
+
+* :class:`StaticKVCache` holds each layer's keys and values ``[1, H_kv, C, D]`` at fixed addresses,
+  zeroed once, for the life of the patched model (grown, by reallocation, only when a request needs
+  more than ``C`` positions). A step writes its rows at slots ``prefix + 0..S-1`` by indexed
+  assignment (a tensor ``prefix``), then :meth:`StaticKVCache.compact` moves the accepted rows down, as the eager
+  cache does.
+* The program (:func:`static_forward`: embedding, the model's decoder layers, final norm) takes the
+  prefix length as a 0-d tensor and the tree as a bool visibility ``[S, S]``; it builds the mask over
+  all ``C`` slots in the graph (:class:`~specdec.decode.attention.StaticAttention`), so neither the
+  text's growth nor the tree's shape changes the graph. Rows are padded to at least 2 (one size-1
+  dimension would be specialised into a second graph) and, on CUDA, to the next power of two, so
+  CUDA graphs (``mode="reduce-overhead"``) are recorded for a few sizes only. Padding rows see the
+  prefix and themselves, and no real row sees them; their keys land in slots past the real rows,
+  which the next step overwrites.
+* Compiled with ``fullgraph=True``, the rows and the capacity marked dynamic (nothing else), so one
+  graph serves every step of every request. Inductor on a CPU; on CUDA the same graph run as
+  CUDA graphs. The LM head and verification stay outside, as in the eager step.
+
+Draft sources with pseudo rows or an early exit (FIRP, mask slots, early-layer guesses) change the
+rows mid-pass; this step does not cover them (``patch(..., compile=True)`` refuses them). Prefill
+runs eagerly (the prompt's length would otherwise be a graph shape) into a temporary cache whose
+rows are then copied into the static one.
+"""
+
+import sys
+import time
+
+import torch
+
+from ..kernels import unpack_bits
+from .attention import StaticAttention
+from .cache import TreeKVCache
+from .loop import ModelParts, prefill
+from .tree import StepLayout
+
+MIN_ROWS = 2
+_COMPILED: set = set()  # (id of the decoder layers, device type, CUDA rows) run in this process: others print a progress line
+CAPACITY_STEP = 256  # capacities are multiples of this
+
+
+def padded_rows(rows: int, device: torch.device) -> int:
+    """Rows of the program for a step of ``rows`` real rows: at least :data:`MIN_ROWS`; on CUDA the
+    next power of two (each size is a CUDA graph of its own)."""
+    rows = max(rows, MIN_ROWS)
+    return 1 << (rows - 1).bit_length() if device.type == "cuda" else rows
+
+
+class StaticKVCache:
+    """Keys and values ``[1, H_kv, capacity, D]`` per layer at fixed addresses (see the module docstring).
+
+    ``slots`` (int64 ``[S]``) is where the next :meth:`update` writes: the program sets it.
+    """
+
+    def __init__(self, num_layers: int, heads: int, head_dim: int, capacity: int, dtype: torch.dtype, device: torch.device):
+        self.keys = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.slots: torch.Tensor | None = None
+        if device.type == "cuda":  # CUDA graphs read and write these buffers in place
+            for buffer in self.keys + self.values:
+                torch._dynamo.mark_static_address(buffer)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def fits(self, num_layers: int, heads: int, head_dim: int, capacity: int, dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether this cache serves a model of these dimensions for ``capacity`` positions."""
+        k = self.keys[0]
+        return (len(self.keys), k.shape[1], k.shape[3], k.dtype, k.device) == (num_layers, heads, head_dim, dtype, device) and self.capacity >= capacity
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """Write ``[1, H_kv, S, D]`` at :attr:`slots` of layer ``layer_idx``; return all ``C`` slots."""
+        # Indexed assignment, not index_copy_: its decomposition pins the row count to a constant.
+        self.keys[layer_idx][:, :, self.slots] = key_states
+        self.values[layer_idx][:, :, self.slots] = value_states
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # the step's attention reads its own mask; transformers' masks are not built
+
+    def load(self, other: "TreeKVCache | StaticKVCache", length: int) -> None:
+        """Copy the first ``length`` positions of every layer of ``other`` (a prefilled eager cache, or
+        the static cache this one replaces)."""
+        for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+            for buffer, source in zip(mine, theirs):
+                buffer[:, :, :length] = source[:, :, :length]
+
+    def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:
+        """Keep step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) in every layer."""
+        if in_place:
+            return
+        index = keep + prefix_len
+        kept = keep.shape[0]
+        for buffer in self.keys + self.values:
+            buffer[:, :, prefix_len : prefix_len + kept] = buffer.index_select(2, index)
+
+
+def static_forward(parts: ModelParts, cache: StaticKVCache, tokens, positions, prefix_len, visibility) -> torch.Tensor:
+    """The program: final-normed hidden states ``[S, d]`` of rows ``tokens [S]`` (int64) at ``positions [S]``
+    (int64) over the ``prefix_len`` (int64, 0-d) cached positions, row ``i`` seeing step row ``j``
+    where ``visibility[i, j]`` (bool ``[S, S]``). Writes the rows' keys and values at slots
+    ``prefix_len + 0..S-1`` of ``cache``. No host reads, no branch on tensor values."""
+    rows = tokens.shape[0]
+    capacity = cache.keys[0].shape[2]
+    slot = torch.arange(capacity, device=tokens.device)
+    cache.slots = prefix_len + torch.arange(rows, device=tokens.device)
+    relative = slot - prefix_len
+    inside = (relative >= 0) & (relative < rows)
+    column = relative.clamp(0, rows - 1)
+    step = visibility.gather(1, column[None, :].expand(rows, capacity))
+    mask = (relative < 0)[None, :] | (inside[None, :] & step)
+    key_positions = torch.where(relative < 0, slot, positions.gather(0, column))
+    hidden = parts.embed(tokens)[None]
+    rotary = parts.rotary(hidden, positions[None])
+    attention = StaticAttention(mask[None, None], positions, key_positions)
+    hidden = parts.run_layers(hidden, 0, len(parts.layers), cache, rotary, positions, attention)
+    return parts.norm(hidden[0])
+
+
+class CompiledStep:
+    """The compiled program and its cache, kept per patched model across ``generate`` calls.
+
+    :meth:`open` is the loop's step factory (like :class:`~specdec.decode.loop.EagerStep`): it returns
+    a :class:`StaticStep` bound to this object's cache, grown where the request needs more room.
+    """
+
+    name = "compiled"
+
+    def __init__(self):
+        self._programs: dict[str, object] = {}  # device type -> compiled static_forward
+        self._cache: StaticKVCache | None = None
+
+    def __getstate__(self):
+        return {}  # compiled programs and caches do not travel: a copied or unpickled model compiles afresh
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def program(self, device: torch.device):
+        """The compiled :func:`static_forward` for ``device``'s type (CUDA graphs on CUDA)."""
+        if device.type not in self._programs:
+            mode = "reduce-overhead" if device.type == "cuda" else None
+            self._programs[device.type] = torch.compile(static_forward, fullgraph=True, mode=mode)
+        return self._programs[device.type]
+
+    def cache(self, parts: ModelParts, capacity: int) -> StaticKVCache:
+        """The kept cache, reallocated when it cannot hold ``capacity`` positions of this model."""
+        attention = parts.layers[0].self_attn
+        weight = parts.embed.weight
+        dims = (len(parts.layers), attention.config.num_key_value_heads, attention.head_dim)
+        capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
+        if self._cache is None or not self._cache.fits(*dims, capacity, weight.dtype, weight.device):
+            self._cache = None  # free the old buffers before allocating the new ones
+            self._cache = StaticKVCache(*dims, capacity, weight.dtype, weight.device)
+        return self._cache
+
+    def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
+        return StaticStep(self, parts, backend, max_positions)
+
+    def run(self, parts: ModelParts, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
+        """Run the program, saying so on stderr the first time a row count compiles or records a graph."""
+        device = tokens.device
+        key = (id(parts.layers), device.type, tokens.shape[0] if device.type == "cuda" else None)
+        for tensor in (tokens, positions, visibility):  # the rows, and the capacity, are symbolic
+            torch._dynamo.mark_dynamic(tensor, 0)
+        torch._dynamo.mark_dynamic(visibility, 1)
+        for buffer in cache.keys + cache.values:
+            torch._dynamo.mark_dynamic(buffer, 2)
+        if device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        if key in _COMPILED:
+            return _own(self.program(device)(parts, cache, tokens, positions, prefix, visibility))
+        what = f"recording the step's CUDA graph for {tokens.shape[0]} rows" if device.type == "cuda" else "compiling the step (once per process; the on-disk cache makes later processes faster)"
+        print(f"specdec: {what} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        hidden = _own(self.program(device)(parts, cache, tokens, positions, prefix, visibility))
+        print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        _COMPILED.add(key)
+        return hidden
+
+
+def _own(hidden: torch.Tensor) -> torch.Tensor:
+    """The program's output as a tensor of its own (a CUDA graph overwrites its outputs at the next replay)."""
+    return hidden.clone() if hidden.device.type == "cuda" else hidden
+
+
+class StaticStep:
+    """One ``generate`` call's steps through a :class:`CompiledStep` (the loop's step interface)."""
+
+    def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int):
+        self.compiled, self.parts, self.backend = compiled, parts, backend
+        self.cache = compiled.cache(parts, max_positions)
+        self._visibility: tuple = (None, None, None)  # (real_bits, padded rows, bool visibility): the last layout's
+
+    def prefill(self, tokens: torch.Tensor, states: bool = False) -> torch.Tensor | None:
+        """As :func:`~specdec.decode.loop.prefill`, eagerly, then copied into the static cache."""
+        scratch = TreeKVCache(len(self.parts.layers), max(tokens.shape[0], 1))
+        hidden = prefill(self.parts, scratch, tokens, self.backend, states)
+        if tokens.shape[0]:
+            self.cache.load(scratch, tokens.shape[0])
+        return hidden
+
+    def forward(self, source, layout: StepLayout, root: torch.Tensor, nodes: torch.Tensor, prefix_len: int):
+        """The step over ``root [1]`` and ``nodes [M]`` (no pseudo rows); returns ``(hidden [R, d], None)``."""
+        real = layout.num_real
+        device = root.device
+        rows = padded_rows(real, device)
+        needed = prefix_len + rows
+        if needed > self.cache.capacity:  # a longer step than the request's limit foresaw
+            grown = self.compiled.cache(self.parts, 2 * needed)
+            grown.load(self.cache, prefix_len)
+            self.cache = grown
+        tokens = torch.cat([root, nodes, root.new_zeros(rows - real)])
+        positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
+        prefix = torch.tensor(prefix_len, device=device)
+        hidden = self.compiled.run(self.parts, self.cache, tokens, positions, prefix, self.visibility(layout, rows))
+        return hidden[:real], None
+
+    def visibility(self, layout: StepLayout, rows: int) -> torch.Tensor:
+        """Bool ``[rows, rows]``: the tree among the real rows, each padding row seeing itself."""
+        bits, size, mask = self._visibility
+        if bits is layout.real_bits and size == rows:
+            return mask
+        real = layout.num_real
+        mask = torch.eye(rows, dtype=torch.bool, device=layout.real_bits.device)
+        mask[:real, :real] = unpack_bits(layout.real_bits, real)
+        self._visibility = (layout.real_bits, rows, mask)
+        return mask
+
+    def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:
+        self.cache.compact(prefix_len, keep, in_place)
+
+    def truncate(self, length: int) -> None:
+        """Nothing to drop: slots past the prefix are masked and overwritten by the next step."""
