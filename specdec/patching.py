@@ -153,8 +153,14 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     reason = ensure_wrapped(model, parts.layers)
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
-    weights = PackedWeights() if compile == "auto" else PlainWeights()
-    steps = CompiledStep() if compile is True else EagerStep
+    weights = PlainWeights() if compile is False else PackedWeights()  # compile=True: the LM head and draft networks
+    previous = getattr(model, STATE_ATTR, None)
+    if compile is not True:
+        steps = EagerStep
+    elif previous is not None and isinstance(previous.steps, CompiledStep):
+        steps = previous.steps  # its compiled programs (checked against the weights at each call) and cache
+    else:
+        steps = CompiledStep()
     owner = _NoPredictor if predictor is None else predictor
     setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights, steps))
     setattr(model, STATS_ATTR, None)
@@ -202,7 +208,7 @@ def warmup(model, rows=WARMUP_ROWS, prompt_tokens: int = 128) -> dict[int, float
     parts, _ = _bind(model, state)
     weights = state.weights.for_step(parts.layers, parts.lm_head)
     rows = sorted(set(rows) | {1})  # the single-row step anchors the curve
-    with torch.no_grad(), weights.active(parts.layers, parts.lm_head):
+    with torch.no_grad(), weights.active(state.steps.networks(parts, DraftSource()), parts.lm_head):
         seconds = time_steps(parts, rows, prompt_tokens, state.backend, state.steps)
     if state.shape is None:
         device, dtype = _placement(model)
@@ -338,8 +344,7 @@ def _speculative(model, input_ids, logits_processor, stopping_criteria, generati
     weights = state.weights.for_step(parts.layers, parts.lm_head)
     step = state.step_name(weights)
     planner = _planner(model, state, parts, source, rule.regime, step)
-    networks = torch.nn.ModuleList([parts.layers, *source.networks()])  # the decoder layers and a draft head's
-    with weights.active(networks, parts.lm_head, source.vocabulary):
+    with weights.active(state.steps.networks(parts, source), parts.lm_head, source.vocabulary):
         sequence, run_stats = speculative_generate(
             parts, source, planner, input_ids, stop, rule, state.backend, specdec_streamer, state.steps
         )

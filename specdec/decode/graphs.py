@@ -28,8 +28,10 @@ rows are then copied into the static one.
 
 import sys
 import time
+import types
 
 import torch
+from torch import nn
 
 from ..kernels import unpack_bits
 from .attention import StaticAttention
@@ -38,7 +40,6 @@ from .loop import ModelParts, prefill
 from .tree import StepLayout
 
 MIN_ROWS = 2
-_COMPILED: set = set()  # (id of the decoder layers, device type, CUDA rows) run in this process: others print a progress line
 CAPACITY_STEP = 256  # capacities are multiples of this
 
 
@@ -121,31 +122,65 @@ def static_forward(parts: ModelParts, cache: StaticKVCache, tokens, positions, p
     return parts.norm(hidden[0])
 
 
-class CompiledStep:
-    """The compiled program and its cache, kept per patched model across ``generate`` calls.
+def weights_key(parts: ModelParts) -> tuple:
+    """What the compiled program depends on of the model's weights: each parameter's storage and
+    in-place version (an edited, replaced, moved or cast weight changes it)."""
+    modules = (parts.embed, parts.layers, parts.norm)
+    return tuple((p.data_ptr(), p._version) for module in modules for p in module.parameters())
 
-    :meth:`open` is the loop's step factory (like :class:`~specdec.decode.loop.EagerStep`): it returns
-    a :class:`StaticStep` bound to this object's cache, grown where the request needs more room.
+
+class Program:
+    """:func:`static_forward` compiled for one model's weights on one device type.
+
+    Each program compiles a code object of its own, so dynamo's cache of graphs (and, on a CPU, the
+    weights inductor froze into them) belongs to one model: another model, or the same one after its
+    weights changed, never runs a graph built for other weights. On a CPU inductor freezes the
+    weights (``freezing``: constants, packed for its GEMMs); on CUDA the graph runs as CUDA graphs
+    (``mode="reduce-overhead"``), reading the weights in place.
+    """
+
+    def __init__(self, device_type: str, key: tuple, parts: ModelParts):
+        def forward(cache, tokens, positions, prefix, visibility):
+            return static_forward(parts, cache, tokens, positions, prefix, visibility)
+
+        # Every closure of `forward` shares one code object, where dynamo keeps its graphs: a copy of it.
+        forward = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__, None, forward.__closure__)
+        cuda = device_type == "cuda"
+        self.compiled = torch.compile(forward, fullgraph=True, mode="reduce-overhead" if cuda else None)
+        # Set around every call (compiling happens inside one): torch.compile's own `options` did not
+        # reach the freezing pass (its GEMMs stayed unpacked `mm`s, torch 2.13).
+        self.config = {} if cuda else {"freezing": True}
+        self.device_type, self.key = device_type, key
+        self.seen: set = set()  # row counts run (CUDA: one graph each) or {None} once compiled (CPU)
+
+    def __call__(self, *args) -> torch.Tensor:
+        with torch._inductor.config.patch(self.config):
+            return _own(self.compiled(*args))
+
+
+class CompiledStep:
+    """The step factory of ``compile=True`` (like :class:`~specdec.decode.loop.EagerStep`), kept per
+    patched model across ``generate`` calls with its static cache and its compiled programs
+    (``patch()`` hands them on when the model is patched again with ``compile=True``).
     """
 
     name = "compiled"
 
     def __init__(self):
-        self._programs: dict[str, object] = {}  # device type -> compiled static_forward
         self._cache: StaticKVCache | None = None
+        self._programs: dict[str, Program] = {}  # device type -> program
 
     def __getstate__(self):
-        return {}  # compiled programs and caches do not travel: a copied or unpickled model compiles afresh
+        return {}  # programs and cache do not travel with a copied or unpickled model: it compiles afresh
 
     def __setstate__(self, state):
         self.__init__()
 
-    def program(self, device: torch.device):
-        """The compiled :func:`static_forward` for ``device``'s type (CUDA graphs on CUDA)."""
-        if device.type not in self._programs:
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self._programs[device.type] = torch.compile(static_forward, fullgraph=True, mode=mode)
-        return self._programs[device.type]
+    @staticmethod
+    def networks(parts: ModelParts, source) -> nn.ModuleList:
+        """Modules whose linears ``compile="auto"``'s packing may take over: the draft source's own
+        networks (the decoder layers are the program's)."""
+        return nn.ModuleList(source.networks())
 
     def cache(self, parts: ModelParts, capacity: int) -> StaticKVCache:
         """The kept cache, reallocated when it cannot hold ``capacity`` positions of this model."""
@@ -158,29 +193,38 @@ class CompiledStep:
             self._cache = StaticKVCache(*dims, capacity, weight.dtype, weight.device)
         return self._cache
 
+    def program(self, parts: ModelParts) -> Program:
+        """The program for the model's device, made afresh when its weights changed since it compiled."""
+        key, device_type = weights_key(parts), parts.embed.weight.device.type
+        program = self._programs.get(device_type)
+        if program is None or program.key != key:
+            program = self._programs[device_type] = Program(device_type, key, parts)
+        return program
+
     def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
         return StaticStep(self, parts, backend, max_positions)
 
-    def run(self, parts: ModelParts, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
-        """Run the program, saying so on stderr the first time a row count compiles or records a graph."""
-        device = tokens.device
-        key = (id(parts.layers), device.type, tokens.shape[0] if device.type == "cuda" else None)
-        for tensor in (tokens, positions, visibility):  # the rows, and the capacity, are symbolic
-            torch._dynamo.mark_dynamic(tensor, 0)
-        torch._dynamo.mark_dynamic(visibility, 1)
-        for buffer in cache.keys + cache.values:
-            torch._dynamo.mark_dynamic(buffer, 2)
-        if device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        if key in _COMPILED:
-            return _own(self.program(device)(parts, cache, tokens, positions, prefix, visibility))
-        what = f"recording the step's CUDA graph for {tokens.shape[0]} rows" if device.type == "cuda" else "compiling the step (once per process; the on-disk cache makes later processes faster)"
-        print(f"specdec: {what} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        hidden = _own(self.program(device)(parts, cache, tokens, positions, prefix, visibility))
-        print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-        _COMPILED.add(key)
-        return hidden
+
+def run_program(program: Program, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
+    """Run ``program``, saying so on stderr the first time it compiles (or, on CUDA, records a row count's graph)."""
+    for tensor in (tokens, positions, visibility):  # the rows, and the capacity, are symbolic
+        torch._dynamo.mark_dynamic(tensor, 0)
+    torch._dynamo.mark_dynamic(visibility, 1)
+    for buffer in cache.keys + cache.values:
+        torch._dynamo.mark_dynamic(buffer, 2)
+    cuda = program.device_type == "cuda"
+    if cuda:
+        torch.compiler.cudagraph_mark_step_begin()
+    key = tokens.shape[0] if cuda else None
+    if key in program.seen:
+        return program(cache, tokens, positions, prefix, visibility)
+    what = f"recording the step's CUDA graph for {key} rows" if cuda else "compiling the step (once per process and model; the on-disk cache makes later processes faster)"
+    print(f"specdec: {what} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    hidden = program(cache, tokens, positions, prefix, visibility)
+    print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    program.seen.add(key)
+    return hidden
 
 
 def _own(hidden: torch.Tensor) -> torch.Tensor:
@@ -194,6 +238,7 @@ class StaticStep:
     def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int):
         self.compiled, self.parts, self.backend = compiled, parts, backend
         self.cache = compiled.cache(parts, max_positions)
+        self.program = compiled.program(parts)  # the weights are checked once per call
         self._visibility: tuple = (None, None, None)  # (real_bits, padded rows, bool visibility): the last layout's
 
     def prefill(self, tokens: torch.Tensor, states: bool = False) -> torch.Tensor | None:
@@ -217,7 +262,7 @@ class StaticStep:
         tokens = torch.cat([root, nodes, root.new_zeros(rows - real)])
         positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
         prefix = torch.tensor(prefix_len, device=device)
-        hidden = self.compiled.run(self.parts, self.cache, tokens, positions, prefix, self.visibility(layout, rows))
+        hidden = run_program(self.program, self.cache, tokens, positions, prefix, self.visibility(layout, rows))
         return hidden[:real], None
 
     def visibility(self, layout: StepLayout, rows: int) -> torch.Tensor:

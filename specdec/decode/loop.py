@@ -139,6 +139,12 @@ class EagerStep:
     def open(cls, parts: ModelParts, backend: str, max_positions: int) -> "EagerStep":
         return cls(parts, backend, max_positions)
 
+    @staticmethod
+    def networks(parts: ModelParts, source: DraftSource) -> nn.ModuleList:
+        """Modules whose linears ``compile="auto"``'s packing may take over: the decoder layers and
+        the draft source's own networks."""
+        return nn.ModuleList([parts.layers, *source.networks()])
+
     def prefill(self, tokens: torch.Tensor, states: bool = False) -> torch.Tensor | None:
         return prefill(self.parts, self.cache, tokens, self.backend, states)
 

@@ -1,0 +1,188 @@
+"""The step by row count: Hugging Face's plain step, and specdec's step eager, packed and compiled.
+
+    python -m bench.ops.compiled_step --out bench/results/compiled           # SmolLM2, prefix 512
+    python -m bench.ops.compiled_step --model stdlib-9m --out bench/results/compiled
+
+Each specdec step is what the decode loop runs per step for a source without pseudo rows (root and
+a chain of draft nodes): the forward pass, the LM-head argmax, the accept walk and the one host
+read, through the loop's step interface: ``EagerStep`` on the weights as stored (``eager``), the
+same on oneDNN-packed weights (``packed``, CPU, ``compile="auto"``) and the compiled program of
+``specdec.decode.graphs`` (``compiled``, ``compile=True``). Timings are medians, interleaved by row
+count. The compiled program's first call is timed as the cold compile (this process starts from an
+empty inductor cache in a fresh temporary folder); a second process that finds the cache filled is
+then timed from the model's load to its first compiled step (``warm``). The weight-read floor is the
+weights' bytes over the read bandwidth measured in the same run.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+import torch
+from torch._dynamo.utils import counters
+from transformers import DynamicCache
+
+from bench.common import RESULTS, device_names, environment, write_csv
+from bench.ops.step_timing import median_ms, weight_read_ms
+from specdec import DraftSource, kernels, load_demo
+from specdec.decode.attention import ensure_wrapped
+from specdec.decode.graphs import CompiledStep
+from specdec.decode.loop import EagerStep, ModelParts
+from specdec.decode.packing import PackedWeights, PlainWeights
+from specdec.decode.tree import StepLayout
+from specdec.demo import DEMOS
+from specdec.training.train import cache_kwarg
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROWS = (1, 2, 4, 8, 16, 32)
+
+
+def step_fn(step, parts: ModelParts, tokens: torch.Tensor, prefix: int, rows: int, device):
+    """One decoding step of ``rows`` rows (a chain) through ``step``: forward, argmax, walk, one host read."""
+    layout = StepLayout.of(tuple(range(rows - 1)), (), 0, device)
+    root, nodes = tokens[prefix : prefix + 1], tokens[prefix + 1 : prefix + rows]
+    source = DraftSource()
+
+    def run():
+        hidden, _ = step.forward(source, layout, root, nodes, prefix)
+        greedy = kernels.lm_head_argmax(hidden, parts.lm_head)[0]
+        path, count = kernels.accept_walk(greedy, nodes, layout.node_parents, layout.depth)
+        torch.cat([count.view(1), greedy[path.clamp(min=0)]]).tolist()
+        step.truncate(prefix)
+
+    return run
+
+
+def loaded(model_name: str):
+    """``(model, parts)``: the demo model with specdec's attention wrapped in, as ``patch()`` leaves it."""
+    model, _, _ = load_demo(model_name, draft="firp")
+    parts = ModelParts.of(model)
+    ensure_wrapped(model, parts.layers)
+    return model, parts
+
+
+def first_compiled_step(model_name: str, prefix: int) -> float:
+    """Seconds from loading ``model_name`` to the end of its first compiled step (what a fresh process pays)."""
+    start = time.perf_counter()
+    model, parts = loaded(model_name)
+    tokens = torch.randint(model.config.vocab_size, (prefix + 2,))
+    with torch.inference_mode():
+        step = CompiledStep().open(parts, "torch", prefix + 64)
+        step.prefill(tokens[:prefix])
+        step_fn(step, parts, tokens, prefix, 2, tokens.device)()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def measure(args) -> dict:
+    model, parts = loaded(args.model)
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    tokens = torch.randint(vocab, (args.prefix + max(args.rows),), generator=torch.Generator().manual_seed(0))
+
+    cache = DynamicCache()
+    model(tokens[None, : args.prefix], use_cache=True, **{cache_kwarg(model): cache})
+
+    def plain_step():
+        model(tokens[None, args.prefix : args.prefix + 1], use_cache=True, **{cache_kwarg(model): cache})
+        cache.crop(-1)
+
+    capacity = args.prefix + max(args.rows) + 64
+    compiled = CompiledStep()
+    kinds = {"eager": (EagerStep.open(parts, "torch", capacity), PlainWeights())}
+    packed = PackedWeights().for_step(parts.layers, parts.lm_head)
+    if packed.name == "packed":
+        kinds["packed"] = (EagerStep.open(parts, "torch", capacity), packed)
+    kinds["compiled"] = (compiled.open(parts, "torch", capacity), PlainWeights())
+    for step, weights in kinds.values():
+        with weights.active(parts.layers, parts.lm_head):
+            step.prefill(tokens[: args.prefix])
+    start = time.perf_counter()
+    step_fn(kinds["compiled"][0], parts, tokens, args.prefix, 2, device)()
+    cold = time.perf_counter() - start
+    print(f"cold compile (first compiled step): {cold:.1f} s", flush=True)
+
+    floor = weight_read_ms(model, device)
+    samples = {(name, rows): [] for name in ("hf_plain", *kinds) for rows in args.rows}
+    for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every kind alike
+        for rows in args.rows:
+            samples[("hf_plain", rows)].append(median_ms(plain_step, device, repeats=5))
+            for name, (step, weights) in kinds.items():
+                with weights.active(parts.layers, parts.lm_head):
+                    samples[(name, rows)].append(median_ms(step_fn(step, parts, tokens, args.prefix, rows, device), device, repeats=5))
+    table = []
+    for rows in args.rows:
+        row = {"rows": rows, "weight_read_ms": floor}
+        for name in ("hf_plain", *kinds):
+            row[f"{name}_ms"] = statistics.median(samples[(name, rows)])
+        table.append(row)
+        print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    graphs = counters["stats"]["unique_graphs"]
+    return {"cold_compile_s": cold, "graphs": graphs, "rows": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m", choices=DEMOS)
+    parser.add_argument("--prefix", type=int, default=512, help="cached prefix length")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--first-step", action="store_true", help=argparse.SUPPRESS)  # the warm process
+    parser.add_argument("--out", type=Path, default=RESULTS / "compiled")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("SPECDEC_BENCH_THREADS", "2")))
+    if args.first_step:
+        print(json.dumps({"first_compiled_step_s": first_compiled_step(args.model, args.prefix)}))
+        return
+    cache_dir = tempfile.mkdtemp(prefix="specdec-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir  # cold: nothing compiled before this run
+    result = measure(args)
+    warm = subprocess.run(
+        [sys.executable, "-m", "bench.ops.compiled_step", "--model", args.model, "--prefix", str(args.prefix), "--first-step"],
+        capture_output=True, text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}, check=True,
+    )
+    result["warm_process_first_step_s"] = json.loads(warm.stdout.strip().splitlines()[-1])["first_compiled_step_s"]
+    print(f"a second process, cache filled: {result['warm_process_first_step_s']:.1f} s from load to its first compiled step")
+    name, slug = device_names(torch.device("cpu"))
+    meta = {"device": name, **environment(), "model": args.model, "prefix": args.prefix, "command": " ".join(sys.argv)}
+    stem = args.out / f"step-rows-{args.model}-{slug}"
+    write_csv(stem.with_suffix(".csv"), result["rows"])
+    stem.with_suffix(".json").write_text(json.dumps({**meta, **result}, indent=2) + "\n")
+    plot(result["rows"], stem.with_suffix(".png"), f"{args.model}, prefix {args.prefix}, fp32, {name}, {meta['threads']} threads")
+    print(f"wrote {stem}.csv, .json, .png")
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    counts = [r["rows"] for r in rows]
+    labels = {"eager": "specdec step, weights as stored", "packed": "specdec step, packed weights (compile='auto')",
+              "compiled": "specdec step, compiled (compile=True)"}
+    for name, label in labels.items():
+        if f"{name}_ms" in rows[0]:
+            ax.plot(counts, [r[f"{name}_ms"] for r in rows], marker="o", label=label)
+    ax.axhline(rows[0]["hf_plain_ms"], color="tab:red", lw=1, ls="--", label="Hugging Face plain step (1 row)")
+    ax.axhline(rows[0]["weight_read_ms"], color="grey", lw=1, ls=":", label="weight-read floor")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlabel("rows per step (root and draft nodes)")
+    ax.set_ylabel("ms per step")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
