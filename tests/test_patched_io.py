@@ -47,6 +47,19 @@ def test_copies_stay_patched_and_exact(patched, round_trip):
     assert torch.equal(loaded.generate(ids, **NEW), expected)
 
 
+@pytest.mark.parametrize("round_trip", [lambda m: pickle.loads(pickle.dumps(m)), copy.deepcopy], ids=["pickle", "deepcopy"])
+def test_copies_after_a_call_on_packed_weights(patched, round_trip):
+    """After a call, the patch state holds oneDNN-packed copies of the weights (compile="auto" on a
+    CPU), which cannot be copied: copies leave them behind and pack again."""
+    model, ids, expected = patched
+    specdec.patch(model, perturbed_predictor(model, 1, k=3), tree="chain")  # compile="auto"
+    assert torch.equal(model.generate(ids, **NEW), expected)
+    assert specdec.stats(model).step == "packed"
+    loaded = round_trip(model)
+    assert torch.equal(loaded.generate(ids, **NEW), expected)
+    assert specdec.stats(loaded).step == "packed"
+
+
 def test_fresh_process_loads_a_patched_model(patched, tmp_path):
     """A new interpreter has no specdec attention registered until the pickle brings it back."""
     model, ids, expected = patched

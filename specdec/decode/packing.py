@@ -56,6 +56,12 @@ class PackedWeights:
     def __init__(self):
         self._packs: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(weight) -> (key, packed)
 
+    def __getstate__(self):
+        return {}  # packed (oneDNN) tensors cannot be copied or pickled: a copy packs again at its first call
+
+    def __setstate__(self, state):
+        self.__init__()
+
     @staticmethod
     def linears(layers) -> list[nn.Linear]:
         """The ``nn.Linear`` modules of ``layers`` that :meth:`active` runs packed (not those whose
