@@ -84,6 +84,7 @@ class Tuning:
 
 
 _TUNING: "weakref.WeakKeyDictionary[object, Tuning]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[object, CompiledStep]" = weakref.WeakKeyDictionary()
 
 
 class _NoPredictor:
@@ -154,13 +155,9 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
     weights = PlainWeights() if compile is False else PackedWeights()  # compile=True: the LM head and draft networks
-    previous = getattr(model, STATE_ATTR, None)
-    if compile is not True:
-        steps = EagerStep
-    elif previous is not None and isinstance(previous.steps, CompiledStep):
-        steps = previous.steps  # its compiled programs (checked against the weights at each call) and cache
-    else:
-        steps = CompiledStep()
+    # compile=True: the model's compiled programs (checked against its weights at each call) outlive
+    # unpatch() and serve a later patch(); they die with the model.
+    steps = _COMPILED.setdefault(model, CompiledStep()) if compile is True else EagerStep
     owner = _NoPredictor if predictor is None else predictor
     setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights, steps))
     setattr(model, STATS_ATTR, None)
@@ -180,6 +177,8 @@ def unpatch(model):
         model.set_attn_implementation(unwrapped_name(current))
     for name in _OVERRIDES:
         delattr(model, name)
+    if isinstance(getattr(model, STATE_ATTR).steps, CompiledStep):
+        getattr(model, STATE_ATTR).steps.release()  # the static cache; the compiled programs are kept
     delattr(model, STATE_ATTR)
     return model
 

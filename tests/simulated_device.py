@@ -26,6 +26,6 @@ def pin_cost(model, monkeypatch, seconds: Callable[[int], float], measured: bool
     param = model.get_input_embeddings().weight
     cost = StepCost.measured(seconds) if measured else StepCost.shaped(seconds)
     costs = patching._TUNING.setdefault(model, patching.Tuning()).costs
-    for step in ("packed", "eager"):  # whichever the step runs on (see specdec.decode.packing)
+    for step in ("packed", "eager", "compiled"):  # whichever the step runs (see specdec.decode.packing, .graphs)
         costs[(param.device, param.dtype, regime, step)] = cost
     simulate_steps(monkeypatch, seconds)

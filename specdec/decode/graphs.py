@@ -160,8 +160,8 @@ class Program:
 
 class CompiledStep:
     """The step factory of ``compile=True`` (like :class:`~specdec.decode.loop.EagerStep`), kept per
-    patched model across ``generate`` calls with its static cache and its compiled programs
-    (``patch()`` hands them on when the model is patched again with ``compile=True``).
+    model (``patch()`` keeps one for the model's life) with its compiled programs and, while patched,
+    its static cache.
     """
 
     name = "compiled"
@@ -192,6 +192,10 @@ class CompiledStep:
             self._cache = None  # free the old buffers before allocating the new ones
             self._cache = StaticKVCache(*dims, capacity, weight.dtype, weight.device)
         return self._cache
+
+    def release(self) -> None:
+        """Free the static cache (the programs stay)."""
+        self._cache = None
 
     def program(self, parts: ModelParts) -> Program:
         """The program for the model's device, made afresh when its weights changed since it compiled."""

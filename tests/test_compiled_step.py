@@ -1,0 +1,144 @@
+"""``compile=True``: the step as one compiled program over a static cache (:mod:`specdec.decode.graphs`).
+
+These tests compile (inductor on the CPU; freezing): a tiny model's program takes ~10-20 s on 2
+cores the first time each model is decoded with ``compile=True`` (8 compiles in this file).
+"""
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import specdec
+from drafting import perturbed_head
+from near_tie import assert_greedy_equivalent
+from simulated_device import pin_cost
+from specdec.decode.cache import TreeKVCache
+from specdec.decode.graphs import StaticKVCache, padded_rows
+from tiny_models import ARCHS, prompt, tiny_model
+
+
+def flat(rows: int) -> float:
+    """A device where rows are nearly free: lookup chains are worth verifying."""
+    return 0.01 * (1 + 0.01 * rows)
+
+
+def repeated(model, seed: int) -> torch.Tensor:
+    """A prompt whose text repeats, so n-gram lookup finds chains to draft."""
+    ids = prompt(model, 10, seed=seed)
+    return torch.cat([ids, ids, ids[:, :3]], dim=1)
+
+
+def greedy(model, ids, new: int) -> torch.Tensor:
+    return model.generate(ids, max_new_tokens=new, do_sample=False, eos_token_id=None)
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compiled_step_decodes_exactly(arch, monkeypatch, capfd):
+    model = tiny_model(arch, seed=3)
+    requests = [(repeated(model, 5), 40), (prompt(model, 1, 7), 12), (prompt(model, 30, 8), 60)]
+    expected = [greedy(model, ids, new) for ids, new in requests]
+    pin_cost(model, monkeypatch, flat)
+    specdec.patch(model, compile=True)
+    drafted = 0
+    for (ids, new), plain in zip(requests, expected):
+        assert_greedy_equivalent(model, plain, greedy(model, ids, new))
+        run = specdec.stats(model)
+        assert run.fallback is None and run.step == "compiled"
+        drafted += sum(run.nodes)
+    assert drafted > 0  # trees of several rows ran through the program, not only single rows
+    err = capfd.readouterr().err
+    assert err.count("specdec: compiling the step") == 1 and "specdec: done in" in err  # the progress line, once
+
+
+def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(monkeypatch):
+    model = tiny_model("llama-gqa", seed=11)
+    head = perturbed_head(model, depth=3, seed=2)
+    ids = repeated(model, 9)
+    plain = greedy(model, ids, 150)
+    pin_cost(model, monkeypatch, flat)
+    specdec.patch(model, compile=True)
+    greedy(model, ids[:, :8], 4)  # compiles
+    before, steps, rows = graphs(), 0, set()
+    for predictor, tree in [(None, "auto"), (head, "auto"), (specdec.HeadDrafts(head), 5), (specdec.HeadDrafts(head), "default"),
+                            (specdec.HeadDrafts(head), "chain"), (head, "auto")]:
+        specdec.patch(model, predictor, tree=tree, compile=True)
+        assert_greedy_equivalent(model, plain, greedy(model, ids, 150))  # the prefix grows to 183 positions
+        run = specdec.stats(model)
+        steps += run.steps
+        rows |= set(run.rows)
+    assert steps >= 300 and len(rows) >= 5  # many steps, trees of many sizes
+    assert graphs() == before  # not one recompilation
+
+
+def test_sampling_with_the_compiled_step_is_seeded_like_the_eager_step():
+    """Sampling draws from the same counter-based stream whatever the step: with a fixed seed the
+    compiled step's output is the eager step's (the distribution tests cover the eager step)."""
+    model = tiny_model("qwen3-norm", seed=5)
+    ids = repeated(model, 2)
+    outputs = {}
+    for compile in (False, True):
+        specdec.patch(model, compile=compile)
+        torch.manual_seed(7)
+        outputs[compile] = model.generate(ids, max_new_tokens=40, do_sample=True, temperature=0.8, eos_token_id=None)
+        assert specdec.stats(model).fallback is None
+    assert torch.equal(outputs[False], outputs[True])
+
+
+def test_each_model_and_each_change_of_weights_gets_its_own_program():
+    first, second = tiny_model("llama-gqa", seed=21), tiny_model("llama-gqa", seed=22)
+    ids = repeated(first, 4)
+    plain = {id(m): greedy(m, ids, 30) for m in (first, second)}
+    for model in (first, second, first):
+        specdec.patch(model, compile=True)
+        assert torch.equal(greedy(model, ids, 30), plain[id(model)])
+    before = graphs()
+    with torch.no_grad():
+        first.model.layers[1].mlp.down_proj.weight.mul_(-1.5)  # in place, while patched
+    specdec.unpatch(first)
+    changed = greedy(first, ids, 30)
+    assert not torch.equal(changed, plain[id(first)])
+    specdec.patch(first, compile=True)
+    assert_greedy_equivalent(first, changed, greedy(first, ids, 30))  # not the graph frozen with the old weights
+    assert graphs() == before + 1
+    copied = copy.deepcopy(first)  # a copy decodes with a program of its own
+    assert_greedy_equivalent(copied, changed, greedy(copied, ids, 30))
+
+
+def test_compile_true_refuses_sources_with_pseudo_rows_and_bad_values():
+    model = tiny_model("llama-gqa")
+    predictor = specdec.FuturePredictor.for_model(model, layer=1, k=2)
+    for source in (predictor, specdec.FIRPDrafts(predictor)):
+        with pytest.raises(ValueError, match="compile=True covers draft sources without pseudo rows"):
+            specdec.patch(model, source, compile=True)
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="compile must be"):
+            specdec.patch(model, compile=bad)
+    assert not specdec.is_patched(model)
+
+
+def test_static_cache_compacts_like_the_eager_cache():
+    gen = torch.Generator().manual_seed(0)
+    eager, static = TreeKVCache(2, 64), StaticKVCache(2, 3, 5, 64, torch.float32, torch.device("cpu"))
+    keys, values = torch.randn(2, 1, 3, 13, 5, generator=gen), torch.randn(2, 1, 3, 13, 5, generator=gen)
+    static.slots = torch.arange(13)
+    for layer in range(2):
+        eager.update(keys[layer], values[layer], layer)
+        static.update(keys[layer], values[layer], layer)
+    keep = torch.tensor([0, 2, 3, 6])  # of the 7 step rows after a prefix of 6
+    eager.compact(6, keep)
+    static.compact(6, keep)
+    for layer in range(2):
+        assert torch.equal(static.keys[layer][:, :, :10], eager.keys[layer][:, :, :10])
+        assert torch.equal(static.values[layer][:, :, :10], eager.values[layer][:, :, :10])
+
+
+def test_rows_are_padded_to_few_sizes():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [padded_rows(r, cpu) for r in (1, 2, 3, 17)] == [2, 2, 3, 17]  # one dynamic graph on a CPU
+    assert [padded_rows(r, cuda) for r in (1, 2, 3, 5, 17, 64)] == [2, 2, 4, 8, 32, 64]  # a CUDA graph per size
