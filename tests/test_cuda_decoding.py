@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import specdec
-from drafting import ScrambledDrafts, perturbed_predictor
+from drafting import ScrambledDrafts, perturbed_head, perturbed_predictor
 from near_tie import assert_greedy_equivalent
 from specdec import FIRPDrafts
 from tiny_models import ARCHS, prompt, tiny_model
@@ -39,3 +39,20 @@ def test_device_moves_after_patch_are_followed():
     model.cpu()
     assert_greedy_equivalent(model, expected, model.generate(ids, max_new_tokens=30, do_sample=False))
     assert specdec.stats(model).fallback is None
+
+
+@pytest.mark.parametrize("arch,dtype", [("llama-gqa", torch.float32), ("qwen2-bias", torch.bfloat16)])
+def test_compiled_step_as_cuda_graphs_matches_plain_greedy(arch, dtype):
+    """compile=True on CUDA: the static step runs as CUDA graphs (one per padded row count), exact,
+    with n-gram lookup chains (tree="auto") and the token-aware head's static trees."""
+    model = tiny_model(arch, seed=6, dtype=dtype).cuda()
+    ids = prompt(model, 10, seed=4).cuda()
+    ids = torch.cat([ids, ids, ids[:, :3]], dim=1)
+    expected = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None)
+    head = perturbed_head(model, depth=3)
+    for predictor, tree in ((None, "auto"), (specdec.HeadDrafts(head), "default"), (head, "auto")):
+        specdec.patch(model, predictor, tree=tree, compile=True)
+        out = model.generate(ids, max_new_tokens=40, do_sample=False, eos_token_id=None)
+        assert_greedy_equivalent(model, expected, out)
+        run = specdec.stats(model)
+        assert run.fallback is None and run.step == "compiled"

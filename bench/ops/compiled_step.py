@@ -2,6 +2,7 @@
 
     python -m bench.ops.compiled_step --out bench/results/compiled           # SmolLM2, prefix 512
     python -m bench.ops.compiled_step --model stdlib-9m --out bench/results/compiled
+    python -m bench.ops.compiled_step --model llama-2-7b --device cuda --dtype bfloat16   # make gpu-check
 
 Each specdec step is what the decode loop runs per step for a source without pseudo rows (root and
 a chain of draft nodes): the forward pass, the LM-head argmax, the accept walk and the one host
@@ -10,8 +11,9 @@ same on oneDNN-packed weights (``packed``, CPU, ``compile="auto"``) and the comp
 ``specdec.decode.graphs`` (``compiled``, ``compile=True``). Timings are medians, interleaved by row
 count. The compiled program's first call is timed as the cold compile (this process starts from an
 empty inductor cache in a fresh temporary folder); a second process that finds the cache filled is
-then timed from the model's load to its first compiled step (``warm``). The weight-read floor is the
-weights' bytes over the read bandwidth measured in the same run.
+then timed from the model's load to its first compiled step (``warm``; CPU only). The weight-read
+floor is the weights' bytes over the read bandwidth measured in the same run. ``llama-2-7b`` is a
+model of that shape with random weights (on a GPU: the compiled step runs as CUDA graphs).
 """
 
 import argparse
@@ -30,8 +32,8 @@ from torch._dynamo.utils import counters
 from transformers import DynamicCache
 
 from bench.common import RESULTS, device_names, environment, write_csv
-from bench.ops.step_timing import median_ms, weight_read_ms
-from specdec import DraftSource, kernels, load_demo
+from bench.ops.step_timing import build, median_ms, weight_read_ms
+from specdec import DraftSource, kernels
 from specdec.decode.attention import ensure_wrapped
 from specdec.decode.graphs import CompiledStep
 from specdec.decode.loop import EagerStep, ModelParts
@@ -62,9 +64,10 @@ def step_fn(step, parts: ModelParts, tokens: torch.Tensor, prefix: int, rows: in
     return run
 
 
-def loaded(model_name: str):
-    """``(model, parts)``: the demo model with specdec's attention wrapped in, as ``patch()`` leaves it."""
-    model, _, _ = load_demo(model_name, draft="firp")
+def loaded(model_name: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """``(model, parts)``: a demo model (or ``llama-2-7b``, random weights) with specdec's attention
+    wrapped in, as ``patch()`` leaves it."""
+    model, _ = build(model_name, device, dtype)
     parts = ModelParts.of(model)
     ensure_wrapped(model, parts.layers)
     return model, parts
@@ -76,7 +79,7 @@ def first_compiled_step(model_name: str, prefix: int) -> float:
     model, parts = loaded(model_name)
     tokens = torch.randint(model.config.vocab_size, (prefix + 2,))
     with torch.inference_mode():
-        step = CompiledStep().open(parts, "torch", prefix + 64)
+        step = CompiledStep().open(parts, "auto", prefix + 64)
         step.prefill(tokens[:prefix])
         step_fn(step, parts, tokens, prefix, 2, tokens.device)()
     return time.perf_counter() - start
@@ -84,10 +87,10 @@ def first_compiled_step(model_name: str, prefix: int) -> float:
 
 @torch.inference_mode()
 def measure(args) -> dict:
-    model, parts = loaded(args.model)
+    model, parts = loaded(args.model, args.device, getattr(torch, args.dtype))
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
-    tokens = torch.randint(vocab, (args.prefix + max(args.rows),), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(vocab, (args.prefix + max(args.rows),), generator=torch.Generator().manual_seed(0)).to(device)
 
     cache = DynamicCache()
     model(tokens[None, : args.prefix], use_cache=True, **{cache_kwarg(model): cache})
@@ -98,11 +101,11 @@ def measure(args) -> dict:
 
     capacity = args.prefix + max(args.rows) + 64
     compiled = CompiledStep()
-    kinds = {"eager": (EagerStep.open(parts, "torch", capacity), PlainWeights())}
+    kinds = {"eager": (EagerStep.open(parts, "auto", capacity), PlainWeights())}
     packed = PackedWeights().for_step(parts.layers, parts.lm_head)
     if packed.name == "packed":
-        kinds["packed"] = (EagerStep.open(parts, "torch", capacity), packed)
-    kinds["compiled"] = (compiled.open(parts, "torch", capacity), PlainWeights())
+        kinds["packed"] = (EagerStep.open(parts, "auto", capacity), packed)
+    kinds["compiled"] = (compiled.open(parts, "auto", capacity), PlainWeights())
     for step, weights in kinds.values():
         with weights.active(parts.layers, parts.lm_head):
             step.prefill(tokens[: args.prefix])
@@ -132,33 +135,41 @@ def measure(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m", choices=DEMOS)
+    parser.add_argument("--model", default="smollm2-135m", choices=(*DEMOS, "llama-2-7b"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--prefix", type=int, default=512, help="cached prefix length")
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--first-step", action="store_true", help=argparse.SUPPRESS)  # the warm process
     parser.add_argument("--out", type=Path, default=RESULTS / "compiled")
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("SPECDEC_BENCH_THREADS", "2")))
     if args.first_step:
         print(json.dumps({"first_compiled_step_s": first_compiled_step(args.model, args.prefix)}))
         return
     cache_dir = tempfile.mkdtemp(prefix="specdec-inductor-")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir  # cold: nothing compiled before this run
     result = measure(args)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        result["warm_process_first_step_s"] = warm_process(args, cache_dir)
+        print(f"a second process, cache filled: {result['warm_process_first_step_s']:.1f} s from load to its first compiled step")
+    name, slug = device_names(device)
+    meta = {"device": name, **environment(), "model": args.model, "dtype": args.dtype, "prefix": args.prefix, "command": " ".join(sys.argv)}
+    stem = args.out / f"step-rows-{args.model}-{args.dtype}-{slug}"
+    write_csv(stem.with_suffix(".csv"), result["rows"])
+    stem.with_suffix(".json").write_text(json.dumps({**meta, **result}, indent=2) + "\n")
+    plot(result["rows"], stem.with_suffix(".png"), f"{args.model}, prefix {args.prefix}, {args.dtype}, {name}, {meta['threads']} threads")
+    print(f"wrote {stem}.csv, .json, .png")
+
+
+def warm_process(args, cache_dir: str) -> float:
+    """Seconds a second process (the inductor cache in ``cache_dir`` filled) takes from load to its first compiled step."""
     warm = subprocess.run(
         [sys.executable, "-m", "bench.ops.compiled_step", "--model", args.model, "--prefix", str(args.prefix), "--first-step"],
         capture_output=True, text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}, check=True,
     )
-    result["warm_process_first_step_s"] = json.loads(warm.stdout.strip().splitlines()[-1])["first_compiled_step_s"]
-    print(f"a second process, cache filled: {result['warm_process_first_step_s']:.1f} s from load to its first compiled step")
-    name, slug = device_names(torch.device("cpu"))
-    meta = {"device": name, **environment(), "model": args.model, "prefix": args.prefix, "command": " ".join(sys.argv)}
-    stem = args.out / f"step-rows-{args.model}-{slug}"
-    write_csv(stem.with_suffix(".csv"), result["rows"])
-    stem.with_suffix(".json").write_text(json.dumps({**meta, **result}, indent=2) + "\n")
-    plot(result["rows"], stem.with_suffix(".png"), f"{args.model}, prefix {args.prefix}, fp32, {name}, {meta['threads']} threads")
-    print(f"wrote {stem}.csv, .json, .png")
+    return json.loads(warm.stdout.strip().splitlines()[-1])["first_compiled_step_s"]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
