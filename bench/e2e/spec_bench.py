@@ -111,7 +111,7 @@ def main() -> None:
     if not tokenizer.chat_template:
         raise SystemExit("Spec-Bench's questions are chat requests: the tokenizer needs a chat template")
     # bench.e2e's methods: plain greedy, HF prompt lookup, specdec's defaults and patch(model); no static trees.
-    table_args = argparse.Namespace(**vars(args), draft_model=None, identity_check=False, zero_training=True, eager_step=False, own_plain=False, trees=[],
+    table_args = argparse.Namespace(**vars(args), draft_model=None, identity_check=False, zero_training=True, eager_step=False, own_plain=False, compiled=False, trees=[],
                                     lookup_trees=[], temperatures=[])
     table = {name: method for name, method in methods(table_args, model, predictor).items() if "whole vocabulary" not in name}
     all_rows, per_group = [], {}
