@@ -2,13 +2,15 @@
 
     python -m bench.e2e.first_call                      # SmolLM2-135M-Instruct, 6 processes, 64 new tokens
     python -m bench.e2e.first_call --model stdlib-9m --processes 8
+    python -m bench.e2e.first_call --prompt-class code --new-tokens 128   # the one-shot script on code
 
 A user who patches a model and calls ``generate`` once (a script, a notebook cell, a request in a
 fresh worker) gets what nothing learned yet can give. Each run is a new Python process that loads
 the model, warms plain decoding up on another prompt (8 tokens, so torch's own first-use costs
 count for neither side), then times plain greedy and the first patched call on one held-out chat
-request (code for a model without a chat template), in alternating order from process to
-process. A process during which another process used the CPU is run again. ``--warmup`` calls
+request (code for a model without a chat template, or ``--prompt-class``), in alternating order
+from process to process. The patched model drafts with the demo's default draft source
+(``load_demo()``'s: the token-aware head for SmolLM2, FIRP for the 9M model; ``--draft`` picks). A process during which another process used the CPU is run again. ``--warmup`` calls
 ``specdec.warmup(model)`` after ``patch()`` and before the timed call (a server's start; its time is
 reported, not counted). Results: ``bench/results/e2e-first-call-{model}[-warmup]-{device}.*``.
 """
@@ -40,8 +42,8 @@ def child(args) -> dict:
     """One fresh process's measurement (printed as JSON by ``--child``)."""
     from bench.e2e.run import class_prompts
 
-    model, tokenizer, predictor = load_demo(args.model, draft="firp")
-    name = "chat" if tokenizer.chat_template else "code"
+    model, tokenizer, predictor = load_demo(args.model, draft=args.draft)
+    name = args.prompt_class or ("chat" if tokenizer.chat_template else "code")
     prompts = class_prompts(name, tokenizer, args.processes + 1, args.new_tokens, "cpu")
     request, warm_up = prompts[args.child % (len(prompts) - 1)], prompts[-1]
     model.generate(warm_up, max_new_tokens=8, do_sample=False)
@@ -79,7 +81,8 @@ def run_processes(args) -> list[dict]:
     for number in range(args.processes):
         for attempt in range(TRIES):
             command = [sys.executable, "-m", "bench.e2e.first_call", "--child", str(number), "--model", args.model,
-                       "--processes", str(args.processes), "--new-tokens", str(args.new_tokens)] + (["--warmup"] if args.warmup else [])
+                       "--processes", str(args.processes), "--new-tokens", str(args.new_tokens), "--draft", args.draft]
+            command += (["--warmup"] if args.warmup else []) + (["--prompt-class", args.prompt_class] if args.prompt_class else [])
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             if row["quiet"]:
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_DEMO, choices=DEMOS)
     parser.add_argument("--processes", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--draft", default="default", choices=("default", "firp", "head"), help="load_demo's draft source")
+    parser.add_argument("--prompt-class", choices=("chat", "code"), help="held-out prompts (default: chat with a chat template)")
     parser.add_argument("--warmup", action="store_true", help="call specdec.warmup(model) after patch(), before the timed request")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -124,7 +129,8 @@ def main() -> None:
     summary = {"median_speedup": statistics.median(speedups), "min_speedup": min(speedups),
                "median_warmup_s": statistics.median(warmups) if warmups else None,
                "exact": all(r["exact"] for r in rows), "processes": len(rows)}
-    stem = args.out / f"e2e-first-call-{args.model}{'-warmup' if args.warmup else ''}-{device_kind}"
+    variant = (f"-{args.prompt_class}" if args.prompt_class else "") + (f"-{args.draft}" if args.draft != "default" else "")
+    stem = args.out / f"e2e-first-call-{args.model}{variant}{'-warmup' if args.warmup else ''}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), rows)
     meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")

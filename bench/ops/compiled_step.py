@@ -8,7 +8,8 @@ Each specdec step is what the decode loop runs per step for a source without pse
 a chain of draft nodes): the forward pass, the LM-head argmax, the accept walk and the one host
 read, through the loop's step interface: ``EagerStep`` on the weights as stored (``eager``), the
 same on oneDNN-packed weights (``packed``, CPU, ``compile="auto"``) and the compiled program of
-``specdec.decode.graphs`` (``compiled``, ``compile=True``). Timings are medians, interleaved by row
+``specdec.decode.graphs`` (``compiled``, ``compile=True``, whose LM head is packed on a CPU as
+``patch()`` packs it). Timings are medians, interleaved by row
 count. The compiled program's first call is timed as the cold compile (this process starts from an
 empty inductor cache in a fresh temporary folder); a second process that finds the cache filled is
 then timed from the model's load to its first compiled step (``warm``; CPU only). The weight-read
@@ -101,16 +102,21 @@ def measure(args) -> dict:
 
     capacity = args.prefix + max(args.rows) + 64
     compiled = CompiledStep()
-    kinds = {"eager": (EagerStep.open(parts, "auto", capacity), PlainWeights())}
-    packed = PackedWeights().for_step(parts.layers, parts.lm_head)
+    plain, source = PlainWeights(), DraftSource()
+    packed = PackedWeights().for_step(parts.layers, parts.lm_head)  # PlainWeights where packing does not apply
+    # name -> (step, weights, modules the weights take over): what patch() runs for each compile setting;
+    # compile=True packs the LM head (and a draft source's networks) as "auto" does, the layers are the program's.
+    kinds = {"eager": (EagerStep.open(parts, "auto", capacity), plain, EagerStep.networks(parts, source))}
     if packed.name == "packed":
-        kinds["packed"] = (EagerStep.open(parts, "auto", capacity), packed)
-    kinds["compiled"] = (compiled.open(parts, "auto", capacity), PlainWeights())
-    for step, weights in kinds.values():
-        with weights.active(parts.layers, parts.lm_head):
+        kinds["packed"] = (EagerStep.open(parts, "auto", capacity), packed, EagerStep.networks(parts, source))
+    heads = PackedWeights().for_step(parts.layers, parts.lm_head)  # its own packs: switching kinds repacks nothing
+    kinds["compiled"] = (compiled.open(parts, "auto", capacity), heads, CompiledStep.networks(parts, source))
+    for step, weights, networks in kinds.values():
+        with weights.active(networks, parts.lm_head):
             step.prefill(tokens[: args.prefix])
     start = time.perf_counter()
-    step_fn(kinds["compiled"][0], parts, tokens, args.prefix, 2, device)()
+    with heads.active(kinds["compiled"][2], parts.lm_head):
+        step_fn(kinds["compiled"][0], parts, tokens, args.prefix, 2, device)()
     cold = time.perf_counter() - start
     print(f"cold compile (first compiled step): {cold:.1f} s", flush=True)
 
@@ -119,8 +125,8 @@ def measure(args) -> dict:
     for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every kind alike
         for rows in args.rows:
             samples[("hf_plain", rows)].append(median_ms(plain_step, device, repeats=5))
-            for name, (step, weights) in kinds.items():
-                with weights.active(parts.layers, parts.lm_head):
+            for name, (step, weights, networks) in kinds.items():
+                with weights.active(networks, parts.lm_head):
                     samples[(name, rows)].append(median_ms(step_fn(step, parts, tokens, args.prefix, rows, device), device, repeats=5))
     table = []
     for rows in args.rows:
