@@ -112,15 +112,12 @@ def test_each_model_and_each_change_of_weights_gets_its_own_program():
     assert_greedy_equivalent(copied, changed, greedy(copied, ids, 30))
 
 
-def test_compile_true_refuses_sources_with_pseudo_rows_and_bad_values():
+def test_compile_true_refuses_sources_with_pseudo_rows():
     model = tiny_model("llama-gqa")
     predictor = specdec.FuturePredictor.for_model(model, layer=1, k=2)
     for source in (predictor, specdec.FIRPDrafts(predictor)):
         with pytest.raises(ValueError, match="compile=True covers draft sources without pseudo rows"):
             specdec.patch(model, source, compile=True)
-    for bad in ("yes", 1, None):
-        with pytest.raises(ValueError, match="compile must be"):
-            specdec.patch(model, compile=bad)
     assert not specdec.is_patched(model)
 
 

@@ -154,9 +154,9 @@ def test_patched_decoding_is_exact_on_packed_and_plain_weights(arch, compile):
     assert not any("forward" in m.__dict__ for m in model.model.layers.modules())
 
 
-@pytest.mark.parametrize("bad", [True, "yes", 0, None, 1])
+@pytest.mark.parametrize("bad", ["yes", "true", 0, None, 1])
 def test_compile_refuses_other_values(bad):
     model = tiny_model("llama-gqa")
-    with pytest.raises(ValueError, match="compile must be 'auto' or False"):
+    with pytest.raises(ValueError, match="compile must be 'auto', True or False"):
         specdec.patch(model, compile=bad)
     assert not specdec.is_patched(model)
