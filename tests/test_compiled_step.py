@@ -5,6 +5,7 @@ cores the first time each model is decoded with ``compile=True`` (8 compiles in 
 """
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -76,6 +77,17 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
         rows |= set(run.rows)
     assert steps >= 300 and len(rows) >= 5  # many steps, trees of many sizes
     assert graphs() == before  # not one recompilation
+
+    # Calls in two threads at once: one decodes on the kept cache, the other on a cache of its own.
+    requests = [repeated(model, seed) for seed in (31, 32, 33, 34)]
+    specdec.unpatch(model)
+    plain = [greedy(model, ids, 40) for ids in requests]
+    specdec.patch(model, compile=True)
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda ids: greedy(model, ids, 40), requests))
+    for expected, out in zip(plain, outputs):
+        assert_greedy_equivalent(model, expected, out)
+    assert graphs() == before
 
 
 def test_sampling_with_the_compiled_step_is_seeded_like_the_eager_step():

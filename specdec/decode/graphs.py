@@ -27,6 +27,7 @@ rows are then copied into the static one.
 """
 
 import sys
+import threading
 import time
 import types
 
@@ -169,6 +170,7 @@ class CompiledStep:
     def __init__(self):
         self._cache: StaticKVCache | None = None
         self._programs: dict[str, Program] = {}  # device type -> program
+        self._in_use = threading.Lock()  # held by the call that uses the kept cache
 
     def __getstate__(self):
         return {}  # programs and cache do not travel with a copied or unpickled model: it compiles afresh
@@ -182,12 +184,15 @@ class CompiledStep:
         networks (the decoder layers are the program's)."""
         return nn.ModuleList(source.networks())
 
-    def cache(self, parts: ModelParts, capacity: int) -> StaticKVCache:
-        """The kept cache, reallocated when it cannot hold ``capacity`` positions of this model."""
+    def cache(self, parts: ModelParts, capacity: int, kept: bool = True) -> StaticKVCache:
+        """The kept cache (reallocated when it cannot hold ``capacity`` positions of this model), or with
+        ``kept=False`` a cache of the call's own."""
         attention = parts.layers[0].self_attn
         weight = parts.embed.weight
         dims = (len(parts.layers), attention.config.num_key_value_heads, attention.head_dim)
         capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
+        if not kept:
+            return StaticKVCache(*dims, capacity, weight.dtype, weight.device)
         if self._cache is None or not self._cache.fits(*dims, capacity, weight.dtype, weight.device):
             self._cache = None  # free the old buffers before allocating the new ones
             self._cache = StaticKVCache(*dims, capacity, weight.dtype, weight.device)
@@ -206,7 +211,13 @@ class CompiledStep:
         return program
 
     def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
-        return StaticStep(self, parts, backend, max_positions)
+        """A call's step, on the kept cache unless another call (another thread, or a call made from
+        inside one, e.g. by a streamer) is using it: that one gets a cache of its own."""
+        return StaticStep(self, parts, backend, max_positions, kept=self._in_use.acquire(blocking=False))
+
+    def done(self) -> None:
+        """The call on the kept cache has ended."""
+        self._in_use.release()
 
 
 def run_program(program: Program, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
@@ -222,7 +233,7 @@ def run_program(program: Program, cache: StaticKVCache, tokens, positions, prefi
     key = tokens.shape[0] if cuda else None
     if key in program.seen:
         return program(cache, tokens, positions, prefix, visibility)
-    what = f"recording the step's CUDA graph for {key} rows" if cuda else "compiling the step (once per process and model; the on-disk cache makes later processes faster)"
+    what = f"recording the step's CUDA graph for {key} rows" if cuda else "compiling the step (once per process and model; a minute or more on a small CPU)"
     print(f"specdec: {what} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     hidden = program(cache, tokens, positions, prefix, visibility)
@@ -239,9 +250,9 @@ def _own(hidden: torch.Tensor) -> torch.Tensor:
 class StaticStep:
     """One ``generate`` call's steps through a :class:`CompiledStep` (the loop's step interface)."""
 
-    def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int):
-        self.compiled, self.parts, self.backend = compiled, parts, backend
-        self.cache = compiled.cache(parts, max_positions)
+    def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int, kept: bool):
+        self.compiled, self.parts, self.backend, self.kept = compiled, parts, backend, kept
+        self.cache = compiled.cache(parts, max_positions, kept)
         self.program = compiled.program(parts)  # the weights are checked once per call
         self._visibility: tuple = (None, None, None)  # (real_bits, padded rows, bool visibility): the last layout's
 
@@ -260,7 +271,7 @@ class StaticStep:
         rows = padded_rows(real, device)
         needed = prefix_len + rows
         if needed > self.cache.capacity:  # a longer step than the request's limit foresaw
-            grown = self.compiled.cache(self.parts, 2 * needed)
+            grown = self.compiled.cache(self.parts, 2 * needed, self.kept)
             grown.load(self.cache, prefix_len)
             self.cache = grown
         tokens = torch.cat([root, nodes, root.new_zeros(rows - real)])
@@ -285,3 +296,15 @@ class StaticStep:
 
     def truncate(self, length: int) -> None:
         """Nothing to drop: slots past the prefix are masked and overwritten by the next step."""
+
+    def close(self) -> None:
+        """The call has ended: the kept cache is free for the next one."""
+        if self.kept:
+            self.kept = False
+            self.compiled.done()
+
+    def __enter__(self) -> "StaticStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

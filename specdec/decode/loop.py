@@ -126,7 +126,7 @@ class EagerStep:
     """One ``generate`` call's steps as eager PyTorch over a cache that grows with the text.
 
     The loop's step interface (also :class:`specdec.decode.graphs.StaticStep`): :meth:`prefill`,
-    :meth:`forward`, :meth:`compact` (keep the accepted rows), :meth:`truncate`.
+    :meth:`forward`, :meth:`compact` (keep the accepted rows), :meth:`truncate`, :meth:`close`.
     """
 
     name = "eager"
@@ -156,6 +156,15 @@ class EagerStep:
 
     def truncate(self, length: int) -> None:
         self.cache.truncate(length)
+
+    def close(self) -> None:
+        """The call has ended (its cache is dropped with it)."""
+
+    def __enter__(self) -> "EagerStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def early_exit(parts: ModelParts, source: DraftSource, exit_hidden):
@@ -187,50 +196,50 @@ def speculative_generate(
     """
     start_time = time.perf_counter()
     prompt_len = input_ids.shape[1]
-    step = steps.open(parts, backend, stop.max_length + CACHE_SLACK)
-    sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
-    sequence[:, :prompt_len] = input_ids
-    context = DraftContext(input_ids[0].tolist())
-    length = prompt_len
-    root = input_ids[0, -1:]
+    with steps.open(parts, backend, stop.max_length + CACHE_SLACK) as step:  # closed on exit and on errors
+        sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
+        sequence[:, :prompt_len] = input_ids
+        context = DraftContext(input_ids[0].tolist())
+        length = prompt_len
+        root = input_ids[0, -1:]
 
-    prompt_states = step.prefill(input_ids[0, :-1], source.reads_states)
-    if prompt_states is not None:
-        source.observe(context, prompt_states, context.tokens[1:])
-    plan = planner.plan(source.propose(context, Candidates()))
-    per_step = []  # (draft nodes, rows, accepted) of every step
-    last = None  # (plan, start time, emitted) of the previous step
-    while True:
-        now = time.perf_counter()
-        if last is not None:
-            planner.observe_seconds(last[0], now - last[1], last[2])
-        prefix_len = length - 1  # committed tokens in the cache: all but the root
-        hidden, exit_hidden = step.forward(source, plan.layout, root, plan.nodes, prefix_len)
-        early = early_exit(parts, source, exit_hidden)
-        verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early, source.vocabulary)
-        accepted = len(verdict.tokens) - 1
-        per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
-        planner.observe(plan, verdict.path)
-        if length + accepted + 1 > sequence.shape[1]:  # grows by doubling, like the KV cache
-            sequence = torch.cat([sequence, torch.empty_like(sequence)], dim=1)
-        sequence[0, length : length + accepted + 1] = verdict.emitted[: accepted + 1]
-        finished = False
-        for token in verdict.tokens:
-            context.tokens.append(token)
-            length += 1
-            if streamer is not None:
-                streamer.put(torch.tensor([token]))
-            if stop.stops(sequence[:, :length], token):
-                finished = True
+        prompt_states = step.prefill(input_ids[0, :-1], source.reads_states)
+        if prompt_states is not None:
+            source.observe(context, prompt_states, context.tokens[1:])
+        plan = planner.plan(source.propose(context, Candidates()))
+        per_step = []  # (draft nodes, rows, accepted) of every step
+        last = None  # (plan, start time, emitted) of the previous step
+        while True:
+            now = time.perf_counter()
+            if last is not None:
+                planner.observe_seconds(last[0], now - last[1], last[2])
+            prefix_len = length - 1  # committed tokens in the cache: all but the root
+            hidden, exit_hidden = step.forward(source, plan.layout, root, plan.nodes, prefix_len)
+            early = early_exit(parts, source, exit_hidden)
+            verdict = verify(rule, parts.lm_head, hidden, plan, planner.top_k, context.tokens, backend, early, source.vocabulary)
+            accepted = len(verdict.tokens) - 1
+            per_step.append((len(plan.tokens), plan.layout.num_rows, accepted))
+            planner.observe(plan, verdict.path)
+            if length + accepted + 1 > sequence.shape[1]:  # grows by doubling, like the KV cache
+                sequence = torch.cat([sequence, torch.empty_like(sequence)], dim=1)
+            sequence[0, length : length + accepted + 1] = verdict.emitted[: accepted + 1]
+            finished = False
+            for token in verdict.tokens:
+                context.tokens.append(token)
+                length += 1
+                if streamer is not None:
+                    streamer.put(torch.tensor([token]))
+                if stop.stops(sequence[:, :length], token):
+                    finished = True
+                    break
+            if finished:
                 break
-        if finished:
-            break
-        step.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
-        root = verdict.emitted[accepted : accepted + 1]
-        last = (plan, now, accepted + 1)
-        if source.reads_states:
-            source.observe(context, hidden.index_select(0, verdict.path_rows[: accepted + 1]), verdict.tokens)
-        plan = planner.plan(source.propose(context, verdict.ranked))
+            step.compact(prefix_len, verdict.path_rows[: accepted + 1], in_place=verdict.path == list(range(accepted + 1)))
+            root = verdict.emitted[accepted : accepted + 1]
+            last = (plan, now, accepted + 1)
+            if source.reads_states:
+                source.observe(context, hidden.index_select(0, verdict.path_rows[: accepted + 1]), verdict.tokens)
+            plan = planner.plan(source.propose(context, verdict.ranked))
 
     nodes, rows, accepted = zip(*per_step)
     stats = DecodeStats(

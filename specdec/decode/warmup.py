@@ -27,19 +27,19 @@ def time_steps(parts: ModelParts, rows: list[int], prompt_tokens: int, backend: 
     vocab = parts.lm_head.shape[0]
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(vocab, (prompt_tokens + max(rows),), generator=generator).to(device)
-    step = steps.open(parts, backend, prompt_tokens + max(rows))
-    step.prefill(tokens[:prompt_tokens])
-    source = DraftSource()
-    seconds = {}
-    for count in rows:
-        layout = StepLayout.of(tuple(range(count - 1)), (), 0, device)  # a chain: root and count - 1 nodes
-        root, nodes = tokens[prompt_tokens : prompt_tokens + 1], tokens[prompt_tokens + 1 : prompt_tokens + count]
-        samples = []
-        for _ in range(REPEATS + 1):  # the first run of a row count is a warm-up of its own
-            start = time.perf_counter()
-            hidden, _ = step.forward(source, layout, root, nodes, prompt_tokens)
-            kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0].tolist()
-            samples.append(time.perf_counter() - start)
-            step.truncate(prompt_tokens)
-        seconds[count] = min(samples[1:])
+    with steps.open(parts, backend, prompt_tokens + max(rows)) as step:
+        step.prefill(tokens[:prompt_tokens])
+        source = DraftSource()
+        seconds = {}
+        for count in rows:
+            layout = StepLayout.of(tuple(range(count - 1)), (), 0, device)  # a chain: root and count - 1 nodes
+            root, nodes = tokens[prompt_tokens : prompt_tokens + 1], tokens[prompt_tokens + 1 : prompt_tokens + count]
+            samples = []
+            for _ in range(REPEATS + 1):  # the first run of a row count is a warm-up of its own
+                start = time.perf_counter()
+                hidden, _ = step.forward(source, layout, root, nodes, prompt_tokens)
+                kernels.lm_head_argmax(hidden, parts.lm_head, backend=backend)[0].tolist()
+                samples.append(time.perf_counter() - start)
+                step.truncate(prompt_tokens)
+            seconds[count] = min(samples[1:])
     return seconds
