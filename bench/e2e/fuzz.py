@@ -3,12 +3,15 @@
     python -m bench.e2e.fuzz                          # 1000 cases, seeds 0..999
     python -m bench.e2e.fuzz --cases 200 --first 5000  # seeds 5000..5199
     python -m bench.e2e.fuzz --seeds 17 912           # just these seeds (reproduce a failure)
+    python -m bench.e2e.fuzz --cases 300 --compiled    # the seeds whose source compile=True covers, compiled
 
 The cases are those of ``tests/fuzzing.py`` (the suite runs the first few dozen seeds):
 architecture, sizes, sliding window, dtype, attention implementation, k, transfer layer,
 tree, draft source, prompt, EOS, logits processors, Triton interpreter, and a change to
 the model after ``patch()``. Models run on the CPU, with Triton's interpreter for the
-Triton cases. Prints every failure (seed, case, error), then the count, the failures
+Triton cases. ``--compiled`` keeps the seeds whose draft source the compiled step covers (the
+token-aware head, alone or with lookup) and decodes them with ``compile=True`` (each case is a new
+model: it compiles, 10-20 s on 2 cores). Prints every failure (seed, case, error), then the count, the failures
 and the time; exits 1 if any case failed.
 """
 
@@ -17,6 +20,7 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before specdec imports its kernels; models stay on the CPU
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -35,16 +39,20 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=1000, help="number of consecutive seeds (default 1000)")
     parser.add_argument("--first", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="run exactly these seeds instead")
+    parser.add_argument("--compiled", action="store_true", help="only the seeds compile=True covers, with compile=True")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds else range(args.first, args.first + args.cases)
+    cases = [sample_case(seed) for seed in seeds]
+    if args.compiled:
+        cases = [dataclasses.replace(case, compile=True) for case in cases if case.head and case.drafts in ("firp", "lookup")]
 
     torch.set_num_threads(1)  # tiny models: a second thread only adds contention
     warnings.simplefilter("ignore")  # transformers' notices about tiny random models
     transformers.logging.set_verbosity_error()
     failures = []
     start = time.perf_counter()
-    for done, seed in enumerate(seeds, 1):
-        case = sample_case(seed)
+    for done, case in enumerate(cases, 1):
+        seed = case.seed
         try:
             run_case(case)
         except Exception:  # noqa: BLE001 - every failure is reported, none stops the run
@@ -54,7 +62,7 @@ def main(argv=None) -> int:
             print(f"{done} cases, {len(failures)} failed, {time.perf_counter() - start:.0f} s", flush=True)
     elapsed = time.perf_counter() - start
     listed = f" (seeds {', '.join(map(str, failures))})" if failures else ""
-    print(f"{len(seeds)} cases, {len(failures)} failed{listed}, {elapsed:.1f} s")
+    print(f"{len(cases)} cases, {len(failures)} failed{listed}, {elapsed:.1f} s")
     return 1 if failures else 0
 
 
