@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--head", help="also decode with this token-aware draft head: a folder (bench.training.train_head's output) or 'shipped' (the demo's)")
+    parser.add_argument("--compiled", action="store_true", help="also decode with compile=True (see bench.e2e --compiled)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.per_group < 1 or args.new_tokens < 1 or args.repeats < 1:
@@ -111,7 +112,7 @@ def main() -> None:
     if not tokenizer.chat_template:
         raise SystemExit("Spec-Bench's questions are chat requests: the tokenizer needs a chat template")
     # bench.e2e's methods: plain greedy, HF prompt lookup, specdec's defaults and patch(model); no static trees.
-    table_args = argparse.Namespace(**vars(args), draft_model=None, identity_check=False, zero_training=True, eager_step=False, own_plain=False, compiled=False, trees=[],
+    table_args = argparse.Namespace(**vars(args), draft_model=None, identity_check=False, zero_training=True, eager_step=False, own_plain=False, trees=[],
                                     lookup_trees=[], temperatures=[])
     table = {name: method for name, method in methods(table_args, model, predictor).items() if "whole vocabulary" not in name}
     all_rows, per_group = [], {}
@@ -126,7 +127,7 @@ def main() -> None:
     print(f"\nall groups\n{markdown_table(overall)}")
     device_name, device_kind = device_names(torch.device(args.device))
     tag = Path(args.model).name
-    stem = args.out / f"spec-bench-{tag}{'-head' if args.head else ''}-{device_kind}"
+    stem = args.out / f"spec-bench-{tag}{'-head' if args.head else ''}{'-compiled' if args.compiled else ''}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), all_rows)
     meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "groups": per_group, "overall": overall}, indent=2) + "\n")
