@@ -27,13 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
 import torch
 from torch._dynamo.utils import counters
 from transformers import DynamicCache
 
 from bench.common import RESULTS, device_names, environment, write_csv
-from bench.ops.step_timing import build, median_ms, weight_read_ms
+from bench.ops.step_timing import build, median_ms, plot_curves, weight_read_ms
 from specdec import DraftSource, kernels
 from specdec.decode.attention import ensure_wrapped
 from specdec.decode.graphs import CompiledStep
@@ -42,9 +41,6 @@ from specdec.decode.packing import PackedWeights, PlainWeights
 from specdec.decode.tree import StepLayout
 from specdec.demo import DEMOS
 from specdec.training.train import cache_kwarg
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 ROWS = (1, 2, 4, 8, 16, 32)
 
@@ -179,26 +175,11 @@ def warm_process(args, cache_dir: str) -> float:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    counts = [r["rows"] for r in rows]
     labels = {"eager": "specdec step, weights as stored", "packed": "specdec step, packed weights (compile='auto')",
               "compiled": "specdec step, compiled (compile=True)"}
-    for name, label in labels.items():
-        if f"{name}_ms" in rows[0]:
-            ax.plot(counts, [r[f"{name}_ms"] for r in rows], marker="o", label=label)
-    ax.axhline(rows[0]["hf_plain_ms"], color="tab:red", lw=1, ls="--", label="Hugging Face plain step (1 row)")
-    ax.axhline(rows[0]["weight_read_ms"], color="grey", lw=1, ls=":", label="weight-read floor")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(counts, [str(c) for c in counts])
-    ax.set_xlabel("rows per step (root and draft nodes)")
-    ax.set_ylabel("ms per step")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    curves = {label: [r[f"{name}_ms"] for r in rows] for name, label in labels.items() if f"{name}_ms" in rows[0]}
+    plot_curves([r["rows"] for r in rows], curves, rows[0]["hf_plain_ms"], rows[0]["weight_read_ms"],
+                "rows per step (root and draft nodes)", path, title)
 
 
 if __name__ == "__main__":

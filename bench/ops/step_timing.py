@@ -133,21 +133,27 @@ def weight_read_ms(model, device: torch.device) -> float:
 
 
 def plot(rows: list[dict], path, title: str) -> None:
+    curves = {f"speculative step, {name} weights": [r[f"{name}_ms"] for r in rows] for name in ("eager", "packed") if f"{name}_ms" in rows[0]}
+    plot_curves([r["step_rows"] for r in rows], curves, rows[0]["plain_ms"], rows[0]["weight_read_ms"],
+                "rows per step (root, draft nodes, pseudo rows)", path, title)
+
+
+def plot_curves(counts: list[int], curves: dict[str, list[float]], plain_ms: float, floor_ms: float, xlabel: str, path, title: str) -> None:
+    """Milliseconds per step against rows per step (log 2), one line per ``curves`` label, with
+    Hugging Face's plain step and the weight-read floor as horizontal lines."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    rows_per_step = [r["step_rows"] for r in rows]
-    for name in ("eager", "packed"):
-        if f"{name}_ms" in rows[0]:
-            ax.plot(rows_per_step, [r[f"{name}_ms"] for r in rows], marker="o", label=f"speculative step, {name} weights")
-    ax.axhline(rows[0]["plain_ms"], color="tab:red", lw=1, ls="--", label="Hugging Face plain step (1 row)")
-    ax.axhline(rows[0]["weight_read_ms"], color="grey", lw=1, ls=":", label="weight-read floor")
+    for label, values in curves.items():
+        ax.plot(counts, values, marker="o", label=label)
+    ax.axhline(plain_ms, color="tab:red", lw=1, ls="--", label="Hugging Face plain step (1 row)")
+    ax.axhline(floor_ms, color="grey", lw=1, ls=":", label="weight-read floor")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(rows_per_step, [str(s) for s in rows_per_step])
-    ax.set_xlabel("rows per step (root, draft nodes, pseudo rows)")
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("ms per step")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
