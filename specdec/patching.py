@@ -85,6 +85,7 @@ class Tuning:
 
 _TUNING: "weakref.WeakKeyDictionary[object, Tuning]" = weakref.WeakKeyDictionary()
 _COMPILED: "weakref.WeakKeyDictionary[object, CompiledStep]" = weakref.WeakKeyDictionary()
+_PACKED: "weakref.WeakKeyDictionary[object, PackedWeights]" = weakref.WeakKeyDictionary()
 
 
 class _NoPredictor:
@@ -114,7 +115,8 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
         compile: ``"auto"`` (the default): on a CPU, the step's linear layers and LM head run on
             oneDNN-packed copies of their weights (:mod:`specdec.decode.packing`; packed once, at the
             first call, about a second for a 135M model on 2 CPU cores, and kept while the weights are
-            unchanged; they cost the weights' memory again and are skipped when that is not free);
+            unchanged, also across ``unpatch()`` and a later ``patch()``; they cost the weights' memory
+            again, for the model's life, and are skipped when that is not free);
             elsewhere the step as ``False``. ``False``: the model's weights as stored. ``True``: the
             step as one ``torch.compile``'d program over a cache of fixed addresses
             (:mod:`specdec.decode.graphs`; CUDA graphs on a GPU), compiled at the first call (a
@@ -156,9 +158,10 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     reason = ensure_wrapped(model, parts.layers)
     if reason is not None:
         raise ValueError(f"specdec cannot patch this model: {reason}")
-    weights = PlainWeights() if compile is False else PackedWeights()  # compile=True: the LM head and draft networks
-    # compile=True: the model's compiled programs (checked against its weights at each call) outlive
-    # unpatch() and serve a later patch(); they die with the model.
+    # The model's packed weights and compiled programs (checked against its weights at each call)
+    # outlive unpatch() and serve a later patch(), which then packs and compiles nothing; they die
+    # with the model. compile=True packs only the LM head and draft networks (the layers are compiled).
+    weights = PlainWeights() if compile is False else _PACKED.setdefault(model, PackedWeights())
     steps = _COMPILED.setdefault(model, CompiledStep()) if compile is True else EagerStep
     owner = _NoPredictor if predictor is None else predictor
     setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights, steps))

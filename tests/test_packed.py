@@ -102,6 +102,25 @@ def test_active_runs_linears_packed_and_restores_them():
         assert not any("forward" in m.__dict__ for m in linears)
 
 
+def test_patching_again_packs_nothing_again(monkeypatch):
+    """The packed copies are kept with the model: a later patch() (after unpatch() too) reuses them."""
+    model = tiny_model("llama-gqa")
+    ids = prompt(model, 7, seed=1)
+    packed = []
+    pack = kernels.pack
+    monkeypatch.setattr(kernels, "pack", lambda weight: packed.append(weight) or pack(weight))
+    specdec.patch(model)
+    model.generate(ids, max_new_tokens=5, do_sample=False)
+    first = len(packed)
+    assert first > 0 and specdec.stats(model).step == "packed"
+    specdec.patch(model, tree="auto")
+    model.generate(ids, max_new_tokens=5, do_sample=False)
+    specdec.unpatch(model)
+    specdec.patch(model)
+    model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert len(packed) == first and specdec.stats(model).step == "packed"
+
+
 def test_weights_changed_in_place_are_packed_again():
     model = tiny_model("llama-gqa")
     layers, head = model.model.layers, model.get_output_embeddings().weight
