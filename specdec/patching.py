@@ -85,7 +85,8 @@ class Tuning:
 
 _TUNING: "weakref.WeakKeyDictionary[object, Tuning]" = weakref.WeakKeyDictionary()
 _COMPILED: "weakref.WeakKeyDictionary[object, CompiledStep]" = weakref.WeakKeyDictionary()
-_PACKED: "weakref.WeakKeyDictionary[object, PackedWeights]" = weakref.WeakKeyDictionary()
+# model -> compile setting -> its packed weights (each setting packs its own set: all linears, or the heads)
+_PACKED: "weakref.WeakKeyDictionary[object, dict[object, PackedWeights]]" = weakref.WeakKeyDictionary()
 
 
 class _NoPredictor:
@@ -161,7 +162,7 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     # The model's packed weights and compiled programs (checked against its weights at each call)
     # outlive unpatch() and serve a later patch(), which then packs and compiles nothing; they die
     # with the model. compile=True packs only the LM head and draft networks (the layers are compiled).
-    weights = PlainWeights() if compile is False else _PACKED.setdefault(model, PackedWeights())
+    weights = PlainWeights() if compile is False else _PACKED.setdefault(model, {}).setdefault(compile, PackedWeights())
     steps = _COMPILED.setdefault(model, CompiledStep()) if compile is True else EagerStep
     owner = _NoPredictor if predictor is None else predictor
     setattr(model, STATE_ATTR, PatchState(source, shape, backend, prepared, _placement(model), owner, weights, steps))
