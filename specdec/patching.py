@@ -124,7 +124,7 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
             progress line on stderr says so; 76 s for SmolLM2-135M on 2 CPU cores, about as long
             again in each new process) and kept for the model's life; for draft sources without
             pseudo rows or an early exit (n-gram lookup, the token-aware head). Once compiled it
-            ran held-out chat at 3.50x plain greedy against 2.71x with ``"auto"`` on one CPU
+            ran held-out chat at 3.37x plain greedy against 2.89x with ``"auto"`` on one CPU
             (``docs/results.md``): for long-running processes (call :func:`warmup` to compile
             before the first request).
 
