@@ -61,8 +61,9 @@ class StaticKVCache:
         self.keys = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
         self.slots: torch.Tensor | None = None
-        if device.type == "cuda":  # CUDA graphs read and write these buffers in place
-            for buffer in self.keys + self.values:
+        for buffer in self.keys + self.values:
+            torch._dynamo.mark_dynamic(buffer, 2)  # the capacity is symbolic: a grown cache compiles nothing
+            if device.type == "cuda":  # CUDA graphs read and write these buffers in place
                 torch._dynamo.mark_static_address(buffer)
 
     @property
@@ -222,11 +223,9 @@ class CompiledStep:
 
 def run_program(program: Program, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
     """Run ``program``, saying so on stderr the first time it compiles (or, on CUDA, records a row count's graph)."""
-    for tensor in (tokens, positions, visibility):  # the rows, and the capacity, are symbolic
+    for tensor in (tokens, positions, visibility):  # the rows are symbolic (the cache marks its capacity)
         torch._dynamo.mark_dynamic(tensor, 0)
     torch._dynamo.mark_dynamic(visibility, 1)
-    for buffer in cache.keys + cache.values:
-        torch._dynamo.mark_dynamic(buffer, 2)
     cuda = program.device_type == "cuda"
     if cuda:
         torch.compiler.cudagraph_mark_step_begin()
