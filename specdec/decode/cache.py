@@ -65,14 +65,9 @@ class TreeKVCache:
         ``in_place`` says the caller knows ``keep`` is ``0..n-1``: nothing moves, lengths shrink.
         """
         kept = keep.shape[0]
-        index = keep + prefix_len
-        for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
-            if keys is None:
-                continue
-            if not in_place:
-                keys[:, :, prefix_len : prefix_len + kept] = keys.index_select(2, index)
-                values[:, :, prefix_len : prefix_len + kept] = values.index_select(2, index)
-            self.lengths[layer] = prefix_len + kept
+        if not in_place:
+            move_rows([b for b in self.keys + self.values if b is not None], prefix_len, keep)
+        self.lengths = [prefix_len + kept if keys is not None else 0 for keys in self.keys]
 
     def truncate(self, length: int) -> None:
         """Drop every row past ``length`` in every layer (nothing moves)."""
@@ -80,3 +75,11 @@ class TreeKVCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.lengths[layer_idx]
+
+
+def move_rows(buffers: list[torch.Tensor], prefix_len: int, keep: torch.Tensor) -> None:
+    """Move step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) of every
+    ``[B, H, capacity, D]`` buffer to positions ``prefix_len .. prefix_len + n - 1``, in place."""
+    index = keep + prefix_len
+    for buffer in buffers:
+        buffer[:, :, prefix_len : prefix_len + keep.shape[0]] = buffer.index_select(2, index)

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..kernels import unpack_bits
 from .attention import StaticAttention
-from .cache import TreeKVCache
+from .cache import TreeKVCache, move_rows
 from .loop import ModelParts, prefill
 from .tree import StepLayout
 
@@ -94,12 +94,8 @@ class StaticKVCache:
 
     def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:
         """Keep step rows ``keep`` (int64 ``[n]``, ascending, relative to ``prefix_len``) in every layer."""
-        if in_place:
-            return
-        index = keep + prefix_len
-        kept = keep.shape[0]
-        for buffer in self.keys + self.values:
-            buffer[:, :, prefix_len : prefix_len + kept] = buffer.index_select(2, index)
+        if not in_place:
+            move_rows(self.keys + self.values, prefix_len, keep)
 
 
 def static_forward(parts: ModelParts, cache: StaticKVCache, tokens, positions, prefix_len, visibility) -> torch.Tensor:
