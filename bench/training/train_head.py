@@ -5,7 +5,10 @@
     python -m bench.training.train_head --work runs/head --stage all
 
 Data: every ``bench/prompts/distill-smollm2*.jsonl`` (SmolLM2's own answers to the 522
-distillation prompts, one file per sampling seed), packed into ``--seq-len`` sequences.
+distillation prompts, one file per sampling seed), packed together into ``--seq-len`` sequences,
+and every ``bench/prompts/distill-self-smollm2*.jsonl`` (answers to the requests SmolLM2 wrote,
+``bench.prompts.self_prompts``), each file packed on its own, so that a new file costs only its
+own pass for the model's states (``--no-self`` leaves them out).
 Held-out: the model's greedy answers to the evaluation chat prompts
 (``bench/prompts/eval-chat-smollm2.jsonl``, prompts never trained on) and held-out standard-library
 code. The draft vocabulary is the ``--draft-vocab`` most frequent tokens of the training data.
@@ -40,6 +43,7 @@ def parse_args():
     p.add_argument("--out", type=Path, default=None, help="where the head goes (default: WORK/head)")
     p.add_argument("--stage", choices=("features", "train", "all"), default="all")
     p.add_argument("--files", type=int, default=0, help="use the first N distillation files (0: all)")
+    p.add_argument("--no-self", action="store_true", help="leave out the answers to the self-written requests")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=8)
@@ -55,6 +59,10 @@ def parse_args():
 def distill_files(limit: int) -> list[Path]:
     files = sorted(PROMPTS_DIR.glob("distill-smollm2*.jsonl"))
     return files[:limit] if limit else files
+
+
+def self_files() -> list[Path]:
+    return sorted(PROMPTS_DIR.glob("distill-self-smollm2*.jsonl"))
 
 
 def firp_heldout(model, tokenizer, head) -> dict:
@@ -77,12 +85,15 @@ def main():
     torch.set_num_threads(args.threads)
     model, tokenizer, _ = load_demo("smollm2-135m", draft="firp")
     files = distill_files(args.files)
-    train_seq = pack_texts(read_corpus(files), tokenizer, args.seq_len, model.config)
+    extra = [] if args.no_self else self_files()
+    groups = {f"train-{len(files)}": pack_texts(read_corpus(files), tokenizer, args.seq_len, model.config)}
+    groups.update({f"{f.stem}-{args.seq_len}": pack_texts(read_corpus([f]), tokenizer, args.seq_len, model.config) for f in extra})
+    train_seq = torch.cat(list(groups.values()))
     chat = pack_texts(read_corpus([PROMPTS_DIR / "eval-chat-smollm2.jsonl"]), tokenizer, args.seq_len, model.config)
     code = pack_texts(read_texts(stdlib_files("heldout")[:6]), tokenizer, args.seq_len, model.config)[: chat.shape[0]]
     started = time.perf_counter()
     paths = {
-        "train": extract_features(model, train_seq, args.work / "features" / f"train-{len(files)}"),
+        "train": [path for name, seq in groups.items() for path in extract_features(model, seq, args.work / "features" / name)],
         "chat": extract_features(model, chat, args.work / "features" / "eval-chat"),
         "code": extract_features(model, code, args.work / "features" / "eval-code"),
     }
@@ -106,7 +117,7 @@ def main():
     head.save_pretrained(out)
     report = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "data": {"files": [f.name for f in files], "training_tokens": train_seq.numel(), "draft_vocab_coverage": vocab.coverage(train_seq)},
+        "data": {"files": [f.name for f in files + extra], "training_tokens": train_seq.numel(), "draft_vocab_coverage": vocab.coverage(train_seq)},
         "seconds": {"train": round(train_seconds, 1)},
         "heldout": final,
         "log": [r for r in history if "top1_depth1" in r or r["step"] % 50 == 0],
