@@ -1,4 +1,4 @@
-"""Run Triton kernels interpreted when there is no GPU; the ``one_thread`` fixture.
+"""Run Triton kernels interpreted when there is no GPU; compiled steps cached in a temporary folder; the ``one_thread`` fixture.
 
 TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it must be
 set before ``specdec.kernels`` is imported; pytest loads this file first.
@@ -11,6 +11,13 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def package_cache(tmp_path_factory):
+    """Compiled steps (``compile=True`` on a CPU) go to a folder of the test session's, never the user's cache."""
+    os.environ["SPECDEC_CACHE_DIR"] = str(tmp_path_factory.mktemp("specdec-cache"))
+    yield
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """``compile=True``: the step as one compiled program over a static cache (:mod:`specdec.decode.graphs`).
 
-These tests compile (inductor on the CPU; freezing): a tiny model's program takes ~10-20 s on 2
-cores the first time each model is decoded with ``compile=True`` (8 compiles in this file).
+These tests compile: on a CPU each tiny model's program is exported and built by AOTInductor into a
+package (~15-25 s on 2 cores; 9 builds in this file), kept in the test session's cache folder
+(``conftest.py``); a model whose package exists loads it instead.
 """
 
 import copy
@@ -9,14 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
-
 import specdec
 from drafting import perturbed_head
 from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.graphs import StaticKVCache, padded_rows
+from specdec.decode.packages import cache_dir
 from tiny_models import ARCHS, prompt, tiny_model
 
 
@@ -35,8 +35,9 @@ def greedy(model, ids, new: int) -> torch.Tensor:
     return model.generate(ids, max_new_tokens=new, do_sample=False, eos_token_id=None)
 
 
-def graphs() -> int:
-    return counters["stats"]["unique_graphs"]
+def packages() -> int:
+    """Compiled steps built so far (this test session's package folder)."""
+    return len(list((cache_dir() / "steps").glob("*.pt2")))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -57,7 +58,7 @@ def test_compiled_step_decodes_exactly(arch, monkeypatch, capfd):
     assert err.count("specdec: compiling the step") == 1 and "specdec: done in" in err  # the progress line, once
 
 
-def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(monkeypatch):
+def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(monkeypatch, capfd):
     model = tiny_model("llama-gqa", seed=11)
     head = perturbed_head(model, depth=3, seed=2)
     ids = repeated(model, 9)
@@ -67,7 +68,8 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
     assert set(seconds) == {1, 3, 8} and all(s > 0 for s in seconds.values())
     assert (model.device, model.dtype, "greedy", "compiled") in specdec.patching._TUNING[model].costs  # the planner's curve
     pin_cost(model, monkeypatch, flat)  # then a device where rows are nearly free, for long trees
-    before, steps, rows = graphs(), 0, set()
+    assert "specdec: compiling the step" in capfd.readouterr().err
+    before, steps, rows = packages(), 0, set()
     for predictor, tree in [(None, "auto"), (head, "auto"), (specdec.HeadDrafts(head), 5), (specdec.HeadDrafts(head), "default"),
                             (specdec.HeadDrafts(head), "chain"), (head, "auto")]:
         specdec.patch(model, predictor, tree=tree, compile=True)
@@ -76,7 +78,7 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
         steps += run.steps
         rows |= set(run.rows)
     assert steps >= 300 and len(rows) >= 5  # many steps, trees of many sizes
-    assert graphs() == before  # not one recompilation
+    assert packages() == before and "specdec:" not in capfd.readouterr().err  # nothing compiled, nothing loaded again
 
     # Calls in two threads at once: one decodes on the kept cache, the other on a cache of its own.
     requests = [repeated(model, seed) for seed in (31, 32, 33, 34)]
@@ -87,7 +89,7 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
         outputs = list(pool.map(lambda ids: greedy(model, ids, 40), requests))
     for expected, out in zip(plain, outputs):
         assert_greedy_equivalent(model, expected, out)
-    assert graphs() == before
+    assert packages() == before and "specdec:" not in capfd.readouterr().err
 
 
 def test_sampling_with_the_compiled_step_is_seeded_like_the_eager_step():
@@ -104,14 +106,14 @@ def test_sampling_with_the_compiled_step_is_seeded_like_the_eager_step():
     assert torch.equal(outputs[False], outputs[True])
 
 
-def test_each_model_and_each_change_of_weights_gets_its_own_program():
+def test_each_model_and_each_change_of_weights_gets_its_own_program(capfd):
     first, second = tiny_model("llama-gqa", seed=21), tiny_model("llama-gqa", seed=22)
     ids = repeated(first, 4)
     plain = {id(m): greedy(m, ids, 30) for m in (first, second)}
     for model in (first, second, first):
         specdec.patch(model, compile=True)
         assert torch.equal(greedy(model, ids, 30), plain[id(model)])
-    before = graphs()
+    before = packages()
     with torch.no_grad():
         first.model.layers[1].mlp.down_proj.weight.mul_(-1.5)  # in place, while patched
     specdec.unpatch(first)
@@ -119,9 +121,11 @@ def test_each_model_and_each_change_of_weights_gets_its_own_program():
     assert not torch.equal(changed, plain[id(first)])
     specdec.patch(first, compile=True)
     assert_greedy_equivalent(first, changed, greedy(first, ids, 30))  # not the graph frozen with the old weights
-    assert graphs() == before + 1
-    copied = copy.deepcopy(first)  # a copy decodes with a program of its own
+    assert packages() == before + 1
+    capfd.readouterr()
+    copied = copy.deepcopy(first)  # a copy decodes with a program of its own: the same weights, so the package is loaded
     assert_greedy_equivalent(copied, changed, greedy(copied, ids, 30))
+    assert packages() == before + 1 and "specdec: loading the compiled step" in capfd.readouterr().err
 
 
 def test_compile_true_refuses_sources_with_pseudo_rows():
@@ -135,7 +139,7 @@ def test_compile_true_refuses_sources_with_pseudo_rows():
 
 def test_static_cache_compacts_like_the_eager_cache():
     gen = torch.Generator().manual_seed(0)
-    eager, static = TreeKVCache(2, 64), StaticKVCache(2, 3, 5, 64, torch.float32, torch.device("cpu"))
+    eager, static = TreeKVCache(2, 64), StaticKVCache.allocate(2, 3, 5, 64, torch.float32, torch.device("cpu"))
     keys, values = torch.randn(2, 1, 3, 13, 5, generator=gen), torch.randn(2, 1, 3, 13, 5, generator=gen)
     static.slots = torch.arange(13)
     for layer in range(2):

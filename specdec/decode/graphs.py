@@ -1,4 +1,4 @@
-"""The compiled step (``compile=True``): one ``torch.compile``'d program over a cache of fixed addresses.
+"""The compiled step (``compile=True``): one compiled program over a cache of fixed addresses.
 
 The eager step (:mod:`specdec.decode.loop`) grows its cache with the text and builds its masks from
 Python ints, so no graph could be reused from one step to the next. This step is static instead:
@@ -16,9 +16,12 @@ Python ints, so no graph could be reused from one step to the next. This step is
   CUDA graphs (``mode="reduce-overhead"``) are recorded for a few sizes only. Padding rows see the
   prefix and themselves, and no real row sees them; their keys land in slots past the real rows,
   which the next step overwrites.
-* Compiled with ``fullgraph=True``, the rows and the capacity marked dynamic (nothing else), so one
-  graph serves every step of every request. Inductor on a CPU; on CUDA the same graph run as
-  CUDA graphs. The LM head and verification stay outside, as in the eager step.
+* On a CPU the program is exported once (``torch.export``, the rows and the capacity symbolic) and
+  compiled ahead of time by AOTInductor with freezing (the weights as constants, GEMMs on
+  oneDNN-packed weights) into a package on disk (:mod:`specdec.decode.packages`), which every later
+  process loads in seconds. On CUDA it is ``torch.compile``'d (``fullgraph=True``, the same two
+  dimensions dynamic) and run as CUDA graphs. Either way one program serves every step of every
+  request. The LM head and verification stay outside, as in the eager step.
 
 Draft sources with pseudo rows or an early exit (FIRP, mask slots, early-layer guesses) change the
 rows mid-pass; this step does not cover them (``patch(..., compile=True)`` refuses them). Prefill
@@ -35,11 +38,13 @@ import torch
 from torch import nn
 
 from ..kernels import unpack_bits
+from . import attention as attention_module, cache as cache_module, loop as loop_module, packages
 from .attention import StaticAttention
 from .cache import TreeKVCache, move_rows
 from .loop import ModelParts, prefill
 from .tree import StepLayout
 
+TRACED_FILES = [__file__, attention_module.__file__, cache_module.__file__, loop_module.__file__]  # their code is in a package
 MIN_ROWS = 2
 CAPACITY_STEP = 256  # capacities are multiples of this
 
@@ -57,14 +62,19 @@ class StaticKVCache:
     ``slots`` (int64 ``[S]``) is where the next :meth:`update` writes: the program sets it.
     """
 
-    def __init__(self, num_layers: int, heads: int, head_dim: int, capacity: int, dtype: torch.dtype, device: torch.device):
-        self.keys = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)]
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
         self.slots: torch.Tensor | None = None
-        for buffer in self.keys + self.values:
+
+    @classmethod
+    def allocate(cls, num_layers: int, heads: int, head_dim: int, capacity: int, dtype: torch.dtype, device: torch.device) -> "StaticKVCache":
+        """A zeroed cache of ``capacity`` positions, its buffers marked for the compiler."""
+        cache = cls(*([torch.zeros(1, heads, capacity, head_dim, dtype=dtype, device=device) for _ in range(num_layers)] for _ in range(2)))
+        for buffer in cache.keys + cache.values:
             torch._dynamo.mark_dynamic(buffer, 2)  # the capacity is symbolic: a grown cache compiles nothing
             if device.type == "cuda":  # CUDA graphs read and write these buffers in place
                 torch._dynamo.mark_static_address(buffer)
+        return cache
 
     @property
     def capacity(self) -> int:
@@ -127,33 +137,79 @@ def weights_key(parts: ModelParts) -> tuple:
     return tuple((p.data_ptr(), p._version) for module in modules for p in module.parameters())
 
 
-class Program:
-    """:func:`static_forward` compiled for one model's weights on one device type.
+class StepModule(nn.Module):
+    """:func:`static_forward` as a module over the model's embedding, decoder layers, final norm and
+    rotary table (its parameters are the model's own), the cache's buffers passed in: what
+    ``torch.export`` takes."""
 
-    Each program compiles a code object of its own, so dynamo's cache of graphs (and, on a CPU, the
-    weights inductor froze into them) belongs to one model: another model, or the same one after its
-    weights changed, never runs a graph built for other weights. On a CPU inductor freezes the
-    weights (``freezing``: constants, packed for its GEMMs); on CUDA the graph runs as CUDA graphs
-    (``mode="reduce-overhead"``), reading the weights in place.
-    """
+    def __init__(self, parts: ModelParts):
+        super().__init__()
+        self.embed, self.layers, self.norm, self.rotary = parts.embed, parts.layers, parts.norm, parts.rotary
+        self.config = parts.layers[0].self_attn.config
+        self.parts = parts
 
-    def __init__(self, device_type: str, key: tuple, parts: ModelParts):
+    def forward(self, tokens, positions, prefix, visibility, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+        return static_forward(self.parts, StaticKVCache(keys, values), tokens, positions, prefix, visibility)
+
+
+class PackagedProgram:
+    """The program on a CPU: :class:`StepModule` compiled ahead of time with inductor's freezing (the
+    weights as constants, GEMMs on oneDNN-packed weights) into a package on disk
+    (:mod:`specdec.decode.packages`), loaded from there by any later process. One program per model
+    and state of its weights (the package key hashes their bytes)."""
+
+    def __init__(self, key: tuple, parts: ModelParts):
+        module = StepModule(parts).eval()
+        layer = module.layers[0].self_attn
+        dims = (len(module.layers), layer.config.num_key_value_heads, layer.head_dim)
+        rows, capacity = 8, 2 * CAPACITY_STEP  # the example: sizes no dimension takes otherwise
+        cache = StaticKVCache.allocate(*dims, capacity, parts.embed.weight.dtype, parts.embed.weight.device)
+        device = parts.embed.weight.device
+        example = (torch.zeros(rows, dtype=torch.int64, device=device), torch.arange(rows, device=device), torch.tensor(0, device=device),
+                   torch.ones(rows, rows, dtype=torch.bool, device=device).tril(), cache.keys, cache.values)
+        r = torch.export.Dim("rows", min=MIN_ROWS, max=packages.MAX_ROWS)
+        c = torch.export.Dim("capacity", min=CAPACITY_STEP, max=packages.MAX_CAPACITY)
+        shapes = ({0: r}, {0: r}, None, {0: r, 1: r}, [{2: c}] * dims[0], [{2: c}] * dims[0])
+        self.key = key
+        self.run = packages.load_or_build(module, example, shapes, packages.package_key(module, TRACED_FILES))
+
+    def __call__(self, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
+        return self.run(tokens, positions, prefix, visibility, cache.keys, cache.values)
+
+
+class GraphProgram:
+    """The program on CUDA: :func:`static_forward` through ``torch.compile`` (``fullgraph``, the rows
+    and the capacity dynamic), run as CUDA graphs (``mode="reduce-overhead"``: one per padded row
+    count, reading the weights in place). Each program compiles a code object of its own, so
+    dynamo's cache of graphs belongs to one model and state of its weights."""
+
+    def __init__(self, key: tuple, parts: ModelParts):
         def forward(cache, tokens, positions, prefix, visibility):
             return static_forward(parts, cache, tokens, positions, prefix, visibility)
 
         # Every closure of `forward` shares one code object, where dynamo keeps its graphs: a copy of it.
         forward = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__, None, forward.__closure__)
-        cuda = device_type == "cuda"
-        self.compiled = torch.compile(forward, fullgraph=True, mode="reduce-overhead" if cuda else None)
-        # Set around every call (compiling happens inside one): torch.compile's own `options` did not
-        # reach the freezing pass (its GEMMs stayed unpacked `mm`s, torch 2.13).
-        self.config = {} if cuda else {"freezing": True}
-        self.device_type, self.key = device_type, key
-        self.seen: set = set()  # row counts run (CUDA: one graph each) or {None} once compiled (CPU)
+        self.compiled = torch.compile(forward, fullgraph=True, mode="reduce-overhead")
+        self.key = key
+        self.seen: set[int] = set()  # row counts recorded
 
-    def __call__(self, *args) -> torch.Tensor:
-        with torch._inductor.config.patch(self.config):
-            return _own(self.compiled(*args))
+    def __call__(self, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
+        for tensor in (tokens, positions, visibility):  # the rows are symbolic (the cache marks its capacity)
+            torch._dynamo.mark_dynamic(tensor, 0)
+        torch._dynamo.mark_dynamic(visibility, 1)
+        torch.compiler.cudagraph_mark_step_begin()
+        rows = tokens.shape[0]
+        if rows in self.seen:
+            return self.compiled(cache, tokens, positions, prefix, visibility).clone()  # a replay overwrites its outputs
+        print(f"specdec: recording the step's CUDA graph for {rows} rows ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        hidden = self.compiled(cache, tokens, positions, prefix, visibility).clone()
+        print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        self.seen.add(rows)
+        return hidden
+
+
+PROGRAMS = {"cpu": PackagedProgram, "cuda": GraphProgram}
 
 
 class CompiledStep:
@@ -166,7 +222,7 @@ class CompiledStep:
 
     def __init__(self):
         self._cache: StaticKVCache | None = None
-        self._programs: dict[str, Program] = {}  # device type -> program
+        self._programs: dict[str, PackagedProgram | GraphProgram] = {}  # device type -> program
         self._in_use = threading.Lock()  # held by the call that uses the kept cache
 
     def __getstate__(self):
@@ -189,22 +245,25 @@ class CompiledStep:
         dims = (len(parts.layers), attention.config.num_key_value_heads, attention.head_dim)
         capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
         if not kept:
-            return StaticKVCache(*dims, capacity, weight.dtype, weight.device)
+            return StaticKVCache.allocate(*dims, capacity, weight.dtype, weight.device)
         if self._cache is None or not self._cache.fits(*dims, capacity, weight.dtype, weight.device):
             self._cache = None  # free the old buffers before allocating the new ones
-            self._cache = StaticKVCache(*dims, capacity, weight.dtype, weight.device)
+            self._cache = StaticKVCache.allocate(*dims, capacity, weight.dtype, weight.device)
         return self._cache
 
     def release(self) -> None:
         """Free the static cache (the programs stay)."""
         self._cache = None
 
-    def program(self, parts: ModelParts) -> Program:
+    def program(self, parts: ModelParts) -> "PackagedProgram | GraphProgram":
         """The program for the model's device, made afresh when its weights changed since it compiled."""
         key, device_type = weights_key(parts), parts.embed.weight.device.type
+        if device_type not in PROGRAMS:
+            raise ValueError(f"compile=True runs on a CPU or CUDA, not on {device_type!r}")
         program = self._programs.get(device_type)
         if program is None or program.key != key:
-            program = self._programs[device_type] = Program(device_type, key, parts)
+            self._programs.pop(device_type, None)  # free the old program first
+            program = self._programs[device_type] = PROGRAMS[device_type](key, parts)
         return program
 
     def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
@@ -215,31 +274,6 @@ class CompiledStep:
     def done(self) -> None:
         """The call on the kept cache has ended."""
         self._in_use.release()
-
-
-def run_program(program: Program, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
-    """Run ``program``, saying so on stderr the first time it compiles (or, on CUDA, records a row count's graph)."""
-    for tensor in (tokens, positions, visibility):  # the rows are symbolic (the cache marks its capacity)
-        torch._dynamo.mark_dynamic(tensor, 0)
-    torch._dynamo.mark_dynamic(visibility, 1)
-    cuda = program.device_type == "cuda"
-    if cuda:
-        torch.compiler.cudagraph_mark_step_begin()
-    key = tokens.shape[0] if cuda else None
-    if key in program.seen:
-        return program(cache, tokens, positions, prefix, visibility)
-    what = f"recording the step's CUDA graph for {key} rows" if cuda else "compiling the step (once per process and model; a minute or more on a small CPU)"
-    print(f"specdec: {what} ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    hidden = program(cache, tokens, positions, prefix, visibility)
-    print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    program.seen.add(key)
-    return hidden
-
-
-def _own(hidden: torch.Tensor) -> torch.Tensor:
-    """The program's output as a tensor of its own (a CUDA graph overwrites its outputs at the next replay)."""
-    return hidden.clone() if hidden.device.type == "cuda" else hidden
 
 
 class StaticStep:
@@ -272,7 +306,7 @@ class StaticStep:
         tokens = torch.cat([root, nodes, root.new_zeros(rows - real)])
         positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
         prefix = torch.tensor(prefix_len, device=device)
-        hidden = run_program(self.program, self.cache, tokens, positions, prefix, self.visibility(layout, rows))
+        hidden = self.program(self.cache, tokens, positions, prefix, self.visibility(layout, rows))
         return hidden[:real], None
 
     def visibility(self, layout: StepLayout, rows: int) -> torch.Tensor:
