@@ -119,14 +119,15 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
             unchanged, also across ``unpatch()`` and a later ``patch()``; they cost the weights' memory
             again, for the model's life, and are skipped when that is not free);
             elsewhere the step as ``False``. ``False``: the model's weights as stored. ``True``: the
-            step as one ``torch.compile``'d program over a cache of fixed addresses
-            (:mod:`specdec.decode.graphs`; CUDA graphs on a GPU), compiled at the first call (a
-            progress line on stderr says so; 76 s for SmolLM2-135M on 2 CPU cores, about as long
-            again in each new process) and kept for the model's life; for draft sources without
-            pseudo rows or an early exit (n-gram lookup, the token-aware head). Once compiled it
-            ran held-out chat at 3.37x plain greedy against 2.89x with ``"auto"`` on one CPU
-            (``docs/results.md``): for long-running processes (call :func:`warmup` to compile
-            before the first request).
+            step as one compiled program over a cache of fixed addresses
+            (:mod:`specdec.decode.graphs`), for draft sources without pseudo rows or an early exit
+            (n-gram lookup, the token-aware head). On a CPU the program is built once per machine and
+            model by AOTInductor into a package on disk (:mod:`specdec.decode.packages`; about the
+            weights' size, in ``$SPECDEC_CACHE_DIR`` or ``~/.cache/specdec``), at the first call or
+            in :func:`warmup`, with a progress line on stderr (a minute or two for SmolLM2-135M on 2
+            CPU cores); every later process, and a copy of the model, loads it in seconds. On CUDA
+            it is ``torch.compile``'d and run as CUDA graphs, compiled in each process. Kept for
+            the model's life. Faster than ``"auto"`` once built (``docs/results.md``).
 
     Patching an already patched model replaces its settings. Errors leave the model untouched.
     Each ``generate`` call reads the model's modules afresh and checks them again, so later

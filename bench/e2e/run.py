@@ -138,6 +138,10 @@ def methods(args, model, predictor):
     if head is not None:  # the token-aware draft head (bench.training.train_head): with lookup, alone, in a static 5-node tree
         runs += [("auto", head, ", token-aware head + lookup"), ("auto", HeadDrafts(head), ", token-aware head only"),
                  (5, HeadDrafts(head), " token-aware head only")]
+    other = load_head(args, model, "compare_head")
+    if other is not None:  # a second head beside the first, interleaved with it (say, a retrained one)
+        name = Path(args.compare_head).name
+        runs += [("auto", other, f", token-aware head [{name}] + lookup"), (5, HeadDrafts(other), f" token-aware head [{name}] only")]
     runs += [(tree, FIRPDrafts(predictor), " FIRP only") for tree in args.trees]
     runs += [(tree, LookupDrafts(predictor), " + lookup") for tree in args.lookup_trees]
     for tree, source, suffix in runs:
@@ -155,10 +159,10 @@ def methods(args, model, predictor):
     return table
 
 
-def load_head(args, model) -> TokenHead | None:
-    """The token-aware head saved in ``args.head`` (``"shipped"``: the demo's; None without one), on
-    the model's device and dtype."""
-    path = getattr(args, "head", None)
+def load_head(args, model, option: str = "head") -> TokenHead | None:
+    """The token-aware head saved in ``args.<option>`` (``"shipped"``: the demo's; None without one),
+    on the model's device and dtype."""
+    path = getattr(args, option, None)
     if path is None:
         return None
     weight = model.get_input_embeddings().weight
@@ -333,6 +337,7 @@ def main() -> None:
                         help="compare FIRP's map variants trained by bench.training.train_variants (bench/variants/RUN, default the "
                              "model's name, e.g. smollm2-135m-code2000) with the bundled predictor instead")
     parser.add_argument("--head", help="also decode with this token-aware draft head: a folder (bench.training.train_head's output) or 'shipped' (the demo's)")
+    parser.add_argument("--compare-head", help="also decode with this second head (with lookup, and alone in a static 5-node tree)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 

@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--head", help="also decode with this token-aware draft head: a folder (bench.training.train_head's output) or 'shipped' (the demo's)")
     parser.add_argument("--compiled", action="store_true", help="also decode with compile=True (see bench.e2e --compiled)")
+    parser.add_argument("--compare-head", help="also decode with this second head (see bench.e2e --compare-head)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.per_group < 1 or args.new_tokens < 1 or args.repeats < 1:
@@ -127,7 +128,7 @@ def main() -> None:
     print(f"\nall groups\n{markdown_table(overall)}")
     device_name, device_kind = device_names(torch.device(args.device))
     tag = Path(args.model).name
-    stem = args.out / f"spec-bench-{tag}{'-head' if args.head else ''}{'-compiled' if args.compiled else ''}-{device_kind}"
+    stem = args.out / f"spec-bench-{tag}{'-head' if args.head else ''}{'-vs-' + Path(args.compare_head).name if args.compare_head else ''}{'-compiled' if args.compiled else ''}-{device_kind}"
     write_csv(stem.with_suffix(".csv"), all_rows)
     meta = {"device": device_name, **environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     stem.with_suffix(".json").write_text(json.dumps({**meta, "groups": per_group, "overall": overall}, indent=2) + "\n")

@@ -10,9 +10,11 @@ read, through the loop's step interface: ``EagerStep`` on the weights as stored 
 same on oneDNN-packed weights (``packed``, CPU, ``compile="auto"``) and the compiled program of
 ``specdec.decode.graphs`` (``compiled``, ``compile=True``, whose LM head is packed on a CPU as
 ``patch()`` packs it). Timings are medians, interleaved by row
-count. The compiled program's first call is timed as the cold compile (this process starts from an
-empty inductor cache in a fresh temporary folder); a second process that finds the cache filled is
-then timed from the model's load to its first compiled step (``warm``; CPU only). The weight-read
+count. The compiled program's making and first step are timed as the cold compile (this process
+starts from empty inductor and specdec caches in fresh temporary folders; on a CPU: the export and
+the AOTInductor build of the package); a second process that finds the package is then timed from
+the model's load to its first compiled step (``warm``; CPU only: load the model, hash its weights,
+load the package, prefill, one step). The weight-read
 floor is the weights' bytes over the read bandwidth measured in the same run. ``llama-2-7b`` is a
 model of that shape with random weights (on a GPU: the compiled step runs as CUDA graphs).
 """
@@ -28,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch._dynamo.utils import counters
 from transformers import DynamicCache
 
 from bench.common import RESULTS, device_names, environment, write_csv
@@ -37,6 +38,7 @@ from specdec import DraftSource, kernels
 from specdec.decode.attention import ensure_wrapped
 from specdec.decode.graphs import CompiledStep
 from specdec.decode.loop import EagerStep, ModelParts
+from specdec.decode.packages import cache_dir
 from specdec.decode.packing import PackedWeights, PlainWeights
 from specdec.decode.tree import StepLayout
 from specdec.demo import DEMOS
@@ -70,16 +72,19 @@ def loaded(model_name: str, device: str = "cpu", dtype: torch.dtype = torch.floa
     return model, parts
 
 
-def first_compiled_step(model_name: str, prefix: int) -> float:
-    """Seconds from loading ``model_name`` to the end of its first compiled step (what a fresh process pays)."""
+def first_compiled_step(model_name: str, prefix: int) -> dict:
+    """Seconds from loading ``model_name`` to the end of its first compiled step (what a fresh process
+    pays), and of that the making of the program (hashing the weights and loading the package)."""
     start = time.perf_counter()
     model, parts = loaded(model_name)
     tokens = torch.randint(model.config.vocab_size, (prefix + 2,))
     with torch.inference_mode():
+        opened = time.perf_counter()
         step = CompiledStep().open(parts, "auto", prefix + 64)
+        program = time.perf_counter() - opened
         step.prefill(tokens[:prefix])
         step_fn(step, parts, tokens, prefix, 2, tokens.device)()
-    return time.perf_counter() - start
+    return {"first_compiled_step_s": time.perf_counter() - start, "program_s": program}
 
 
 @torch.inference_mode()
@@ -106,11 +111,11 @@ def measure(args) -> dict:
     if packed.name == "packed":
         kinds["packed"] = (EagerStep.open(parts, "auto", capacity), packed, EagerStep.networks(parts, source))
     heads = PackedWeights().for_step(parts.layers, parts.lm_head)  # its own packs: switching kinds repacks nothing
+    start = time.perf_counter()  # cold: the program is made (on a CPU: exported and built) as the step opens
     kinds["compiled"] = (compiled.open(parts, "auto", capacity), heads, CompiledStep.networks(parts, source))
     for step, weights, networks in kinds.values():
         with weights.active(networks, parts.lm_head):
             step.prefill(tokens[: args.prefix])
-    start = time.perf_counter()
     with heads.active(kinds["compiled"][2], parts.lm_head):
         step_fn(kinds["compiled"][0], parts, tokens, args.prefix, 2, device)()
     cold = time.perf_counter() - start
@@ -131,8 +136,10 @@ def measure(args) -> dict:
             row[f"{name}_ms"] = statistics.median(samples[(name, rows)])
         table.append(row)
         print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
-    graphs = counters["stats"]["unique_graphs"]
-    return {"cold_compile_s": cold, "graphs": graphs, "rows": table}
+    built = list((cache_dir() / "steps").glob("*.pt2"))
+    graphs = getattr(compiled._programs.get(device.type), "seen", None)  # CUDA: the row counts recorded as graphs
+    return {"cold_compile_s": cold, "packages": len(built), "package_mb": sum(p.stat().st_size for p in built) / 2**20,
+            "cuda_graphs": sorted(graphs) if graphs is not None else None, "rows": table}
 
 
 def main() -> None:
@@ -147,15 +154,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "compiled")
     args = parser.parse_args()
     if args.first_step:
-        print(json.dumps({"first_compiled_step_s": first_compiled_step(args.model, args.prefix)}))
+        print(json.dumps(first_compiled_step(args.model, args.prefix)))
         return
-    cache_dir = tempfile.mkdtemp(prefix="specdec-inductor-")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir  # cold: nothing compiled before this run
+    folder = tempfile.mkdtemp(prefix="specdec-cold-")  # cold: nothing compiled before this run
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
+    os.environ["SPECDEC_CACHE_DIR"] = os.path.join(folder, "specdec")
     result = measure(args)
     device = torch.device(args.device)
     if device.type == "cpu":
-        result["warm_process_first_step_s"] = warm_process(args, cache_dir)
-        print(f"a second process, cache filled: {result['warm_process_first_step_s']:.1f} s from load to its first compiled step")
+        warm = warm_process(args)
+        result["warm_process_first_step_s"], result["warm_process_program_s"] = warm["first_compiled_step_s"], warm["program_s"]
+        print(f"a second process, package on disk: {warm['first_compiled_step_s']:.1f} s from load to its first compiled step "
+              f"({warm['program_s']:.1f} s of it hashing the weights and loading the package)")
     name, slug = device_names(device)
     meta = {"device": name, **environment(), "model": args.model, "dtype": args.dtype, "prefix": args.prefix, "command": " ".join(sys.argv)}
     stem = args.out / f"step-rows-{args.model}-{args.dtype}-{slug}"
@@ -165,13 +175,14 @@ def main() -> None:
     print(f"wrote {stem}.csv, .json, .png")
 
 
-def warm_process(args, cache_dir: str) -> float:
-    """Seconds a second process (the inductor cache in ``cache_dir`` filled) takes from load to its first compiled step."""
+def warm_process(args) -> dict:
+    """What a second process (this run's caches filled, inherited through the environment) takes from load to its
+    first compiled step (:func:`first_compiled_step`)."""
     warm = subprocess.run(
         [sys.executable, "-m", "bench.ops.compiled_step", "--model", args.model, "--prefix", str(args.prefix), "--first-step"],
-        capture_output=True, text=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}, check=True,
+        capture_output=True, text=True, check=True,
     )
-    return json.loads(warm.stdout.strip().splitlines()[-1])["first_compiled_step_s"]
+    return json.loads(warm.stdout.strip().splitlines()[-1])
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
