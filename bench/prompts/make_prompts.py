@@ -213,12 +213,15 @@ def chat_prompts() -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
-def code_prefixes(count: int) -> list[str]:
-    """Prefixes (about 400-1400 characters, cut at a line end) of ``count`` train-split stdlib files."""
+def code_prefixes(count: int, offsets=(0,), salt: int = 0, used=frozenset()) -> list[str]:
+    """Prefixes (about 400-1400 characters, cut at a line end) of ``count`` train-split stdlib files:
+    every third file from each of ``offsets``, the cut set by byte ``salt`` of the name's hash,
+    none of ``used``."""
     prefixes = []
-    for path, text in zip(files := stdlib_files("train")[::3], read_texts(files)):
-        cut = text.rfind("\n", 0, 400 + hashlib.sha256(path.name.encode()).digest()[0] * 4)
-        if cut > 200 and len(text) > cut + 1500:
+    files = [f for offset in offsets for f in stdlib_files("train")[offset::3]]
+    for path, text in zip(files, read_texts(files)):
+        cut = text.rfind("\n", 0, 400 + hashlib.sha256(path.name.encode()).digest()[salt] * 4)
+        if cut > 200 and len(text) > cut + 1500 and text[: cut + 1] not in used:
             prefixes.append(text[: cut + 1])
         if len(prefixes) == count:
             break

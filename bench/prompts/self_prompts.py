@@ -6,7 +6,7 @@ requests over many topics, and more code.
 Issue 26 asks for ten times the self-distilled data; seven samples of the 522 prompts of
 ``distill.jsonl`` gave 588k answer tokens, and more samples of the same prompts add little new.
 Here the model writes the requests: for each (topic, kind) pair below, SmolLM2-135M-Instruct is
-asked (chat template, temperature 1.0, up to 64 new tokens, 128 for paragraphs) to write one
+asked (chat template, temperature 1.0, up to 64 new tokens, 128 for paragraphs; 7.4 minutes here) to write one
 request of that kind about that topic; a request is kept if the model finished it, its first paragraph
 is 20-600 characters of ASCII text ending a sentence, it is not a refusal, an echo of the
 instruction or a meta remark, and it is new (case-insensitive). Two kinds embed a
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from bench.prompts.make_prompts import code_prefixes
 from specdec.demo import load_demo
-from specdec.training.corpus import read_texts, stdlib_files
 from specdec.training.distill import distill, read_prompts, render
 
 HERE = Path(__file__).resolve().parent
@@ -114,19 +114,6 @@ def paragraph(response: str) -> str | None:
     return text if 200 <= len(text) <= 1500 and text[-1] in ".!?" and not REJECT.search(text[:80]) else None
 
 
-def new_code_prefixes(count: int, used: set[str]) -> list[str]:
-    """Prefixes (cut at a line end, 400-1400 characters) of train-split stdlib files not in ``used``."""
-    prefixes = []
-    files = [f for offset in (1, 2) for f in stdlib_files("train")[offset::3]]
-    for path, text in zip(files, read_texts(files)):
-        cut = text.rfind("\n", 0, 400 + hashlib.sha256(path.name.encode()).digest()[1] * 4)
-        if cut > 200 and len(text) > cut + 1500 and text[: cut + 1] not in used:
-            prefixes.append(text[: cut + 1])
-        if len(prefixes) == count:
-            break
-    return prefixes
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("runs/self-prompts"))
@@ -162,7 +149,8 @@ def main() -> None:
     templated = [form.format(topic=topic) for topic in TOPICS for form in TOPIC_FORMS]
     chats = [{"id": f"self-{i:05d}", "prompt": r} for i, r in enumerate(requests)]
     chats += [{"id": f"topic-{i:05d}", "prompt": r} for i, r in enumerate(templated) if r.lower() not in seen]
-    codes = [{"id": f"code2-{i:04d}", "prefix": p} for i, p in enumerate(new_code_prefixes(args.code, {r["prefix"] for r in old if "prefix" in r}))]
+    used = {r["prefix"] for r in old if "prefix" in r}
+    codes = [{"id": f"code2-{i:04d}", "prefix": p} for i, p in enumerate(code_prefixes(args.code, offsets=(1, 2), salt=1, used=used))]
     out = HERE / "distill-self.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in chats + codes))
     print(f"{len(seeds) * SAMPLES} generations -> {len(requests)} requests kept; {len(chats) - len(requests)} templated requests; "
