@@ -197,7 +197,8 @@ def warmup(model, rows=WARMUP_ROWS, prompt_tokens: int = 128) -> dict[int, float
     """Ready a patched model for its first request; returns ``{rows: seconds}`` of the step.
 
     Does what the first ``generate`` call would do before its first step (packs the weights with
-    ``compile="auto"`` on a CPU) and times one greedy step of each row count in ``rows`` (a chain of
+    ``compile="auto"`` on a CPU; with ``compile=True`` compiles, or loads, the step and the draft
+    head's pass, and runs the head over the prefix once) and times one greedy step of each row count in ``rows`` (a chain of
     draft nodes over a cached prefix of ``prompt_tokens`` random tokens; best of a few). With
     ``tree="auto"`` the timings become the planner's step-cost curve for greedy decoding, so the
     first request plans from measured costs instead of plain steps and a pessimistic prior (later
@@ -211,11 +212,11 @@ def warmup(model, rows=WARMUP_ROWS, prompt_tokens: int = 128) -> dict[int, float
         raise ValueError(f"rows must be a non-empty sequence of ints in [1, 64], got {rows!r}")
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
         raise ValueError(f"prompt_tokens must be an int >= 0, got {prompt_tokens!r}")
-    parts, _ = _bind(model, state)
+    parts, source = _bind(model, state)
     weights = state.weights.for_step(parts.layers, parts.lm_head)
     rows = sorted(set(rows) | {1})  # the single-row step anchors the curve
-    with torch.no_grad(), weights.active(state.steps.networks(parts, DraftSource()), parts.lm_head):
-        seconds = time_steps(parts, rows, prompt_tokens, state.backend, state.steps)
+    with torch.no_grad(), weights.active(state.steps.networks(parts, source), parts.lm_head, source.vocabulary):
+        seconds = time_steps(parts, rows, prompt_tokens, state.backend, state.steps, source)
     if state.shape is None:
         device, dtype = _placement(model)
         cost = _TUNING.setdefault(model, Tuning()).costs.setdefault((device, dtype, "greedy", state.step_name(weights)), StepCost())

@@ -3,7 +3,8 @@
 These tests compile: on a CPU each tiny model's program is exported and built by AOTInductor into a
 package (~15-25 s on 2 cores), kept in the test session's cache folder (``conftest.py``); a model
 whose package exists loads it instead. The tests share models (``SHARED_SEED``) so that the file
-builds 7 packages, not 10: the five architectures, a second llama-gqa and an edited one.
+builds 7 step packages, not 10 (the five architectures, a second llama-gqa and an edited one), and
+2 of the draft head's pass (~10 s each).
 """
 
 import copy
@@ -16,8 +17,9 @@ from drafting import perturbed_head
 from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec.decode.cache import TreeKVCache
-from specdec.decode.graphs import StaticKVCache, padded_rows
-from specdec.decode.packages import cache_dir
+from specdec.decode.graphs import HeadProgram, StaticKVCache, padded_rows
+from specdec.decode.packages import cache_dir, package_key
+from specdec.drafts.base import frozen_copy
 from tiny_models import ARCHS, prompt, tiny_model
 
 SHARED_SEED = 3  # every test's model: the same weights, hence the same package, across tests
@@ -66,12 +68,13 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
     head = perturbed_head(model, depth=3, seed=2)
     ids = repeated(model, 9)
     plain = greedy(model, ids, 150)
-    specdec.patch(model, compile=True)
-    seconds = specdec.warmup(model, rows=(1, 3, 8))  # a server's start: compiles, times the compiled step
+    specdec.patch(model, head, compile=True)
+    seconds = specdec.warmup(model, rows=(1, 3, 8))  # a server's start: compiles the step and the head's pass, times the step
     assert set(seconds) == {1, 3, 8} and all(s > 0 for s in seconds.values())
     assert (model.device, model.dtype, "greedy", "compiled") in specdec.patching._TUNING[model].costs  # the planner's curve
     pin_cost(model, monkeypatch, flat)  # then a device where rows are nearly free, for long trees
-    assert "specdec: done in" in capfd.readouterr().err  # built here, or loaded (another test built it)
+    err = capfd.readouterr().err
+    assert "specdec: compiling the draft head's pass" in err and err.count("specdec: done in") == 2  # the step built here or loaded
     before, steps, rows = packages(), 0, set()
     for predictor, tree in [(None, "auto"), (head, "auto"), (specdec.HeadDrafts(head), 5), (specdec.HeadDrafts(head), "default"),
                             (specdec.HeadDrafts(head), "chain"), (head, "auto")]:
@@ -128,6 +131,31 @@ def test_each_model_and_each_change_of_weights_gets_its_own_program(capfd):
     copied = copy.deepcopy(first)  # a copy decodes with a program of its own: the same weights, so the package is loaded
     assert_greedy_equivalent(copied, changed, greedy(copied, ids, 30))
     assert packages() == before + 1 and "specdec: loading the compiled step" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("rows,capacity", [(1, 300), (2, 259), (5, 700)])
+def test_the_heads_compiled_pass_is_its_eager_pass(rows, capacity):
+    """The draft head's package computes what ``TokenHead.forward`` computes (a single row padded
+    with a second one), and writes the same keys and values at the same slots."""
+    model = tiny_model("qwen3-norm", seed=SHARED_SEED)
+    head = frozen_copy(perturbed_head(model, depth=3, seed=1), model)
+    program = HeadProgram(head, package_key(head, HeadProgram.TRACED_FILES))
+    gen = torch.Generator().manual_seed(rows)
+    d, heads = head.hidden_size, head.num_heads
+    features, embeds = torch.randn(1, rows, d, generator=gen), torch.randn(1, rows, d, generator=gen)
+    start = capacity - rows - 7
+    positions, slots = torch.arange(start, start + rows), torch.arange(start, start + rows)
+    mask = torch.rand(rows, capacity, generator=gen) < 0.5
+    mask[:, start:] = False
+    mask[:, start : start + rows] = torch.ones(rows, rows, dtype=torch.bool).tril()
+    caches = [torch.randn(1, heads, capacity, d // heads, generator=gen) for _ in range(2)]
+    eager_kv, compiled_kv = [c.clone() for c in caches], [c.clone() for c in caches]
+    with torch.no_grad():
+        expected = head(features, embeds, positions, slots, mask, *eager_kv)
+        got = program(features, embeds, positions, slots, mask, *compiled_kv)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    for eager, compiled in zip(eager_kv, compiled_kv):
+        torch.testing.assert_close(compiled[:, :, : start + rows], eager[:, :, : start + rows], atol=1e-5, rtol=1e-5)
 
 
 def test_compile_true_refuses_sources_with_pseudo_rows():

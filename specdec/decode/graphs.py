@@ -23,8 +23,12 @@ Python ints, so no graph could be reused from one step to the next. This step is
   dimensions dynamic) and run as CUDA graphs. Either way one program serves every step of every
   request. The LM head and verification stay outside, as in the eager step.
 
-Draft sources with pseudo rows or an early exit (FIRP, mask slots, early-layer guesses) change the
-rows mid-pass; this step does not cover them (``patch(..., compile=True)`` refuses them). Prefill
+A draft source's network pass between steps (the token-aware head's
+:meth:`~specdec.drafts.head.network.TokenHead.forward`, over a cache of its own of fixed size) is
+compiled on a CPU the same way (:class:`HeadProgram`, a package per head) and reaches the source
+through :meth:`StaticStep.run_network`. Draft sources with pseudo rows or an early exit (FIRP, mask
+slots, early-layer guesses) change the rows mid-pass; this step does not cover them
+(``patch(..., compile=True)`` refuses them). Prefill
 runs eagerly (the prompt's length would otherwise be a graph shape) into a temporary cache whose
 rows are then copied into the static one.
 """
@@ -33,10 +37,13 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 import torch
 from torch import nn
 
+from ..drafts.head import network as head_network
+from ..drafts.head.network import TokenHead
 from ..kernels import unpack_bits
 from . import attention as attention_module, cache as cache_module, loop as loop_module, packages
 from .attention import StaticAttention
@@ -209,7 +216,40 @@ class GraphProgram:
         return hidden
 
 
+class HeadProgram:
+    """A token-aware head's decoding pass (:meth:`TokenHead.forward`) on a CPU, compiled ahead of time
+    with freezing into a package like the step's (one per head and state of its weights). Called as
+    the module is; a single row is padded with a second one (a size-1 dimension would be a graph of
+    its own) that writes to the slot after the last, which the source keeps spare."""
+
+    TRACED_FILES = [head_network.__file__, __file__]
+
+    def __init__(self, head: TokenHead, key: str):
+        hidden = head.hidden_size
+        rows, capacity = 8, 2 * CAPACITY_STEP  # the example: sizes no dimension takes otherwise
+        keys = head.zero_kv(1, capacity)
+        weight = head.qkv.weight
+        example = (weight.new_zeros(1, rows, hidden), weight.new_zeros(1, rows, hidden), torch.arange(rows, device=weight.device),
+                   torch.arange(rows, device=weight.device), torch.ones(rows, capacity, dtype=torch.bool, device=weight.device), keys, keys.clone())
+        r = torch.export.Dim("rows", min=MIN_ROWS, max=packages.MAX_CAPACITY)
+        c = torch.export.Dim("capacity", min=MIN_ROWS + 1, max=packages.MAX_CAPACITY)
+        shapes = ({1: r}, {1: r}, {0: r}, {0: r}, {0: r, 1: c}, {2: c}, {2: c})
+        self.run = packages.load_or_build(head.eval(), example, shapes, key, "the draft head's pass")
+
+    def __call__(self, features, embeds, positions, slots, mask, keys, values) -> torch.Tensor:
+        real = slots.shape[0]
+        if real >= MIN_ROWS:
+            return self.run(features, embeds, positions, slots, mask, keys, values)
+        spare = slots[-1:] + 1
+        own = torch.zeros(1, mask.shape[1], dtype=torch.bool, device=mask.device)
+        own[0, spare] = True
+        padded = (torch.cat([features, features[:, -1:]], 1), torch.cat([embeds, embeds[:, -1:]], 1), torch.cat([positions, positions[-1:]]),
+                  torch.cat([slots, spare]), torch.cat([mask, own]), keys, values)
+        return self.run(*padded)[:, :real]
+
+
 PROGRAMS = {"cpu": PackagedProgram, "cuda": GraphProgram}
+NETWORK_PROGRAMS = {("cpu", TokenHead): HeadProgram}  # (device type, network type) -> its compiled pass
 
 
 class CompiledStep:
@@ -223,6 +263,8 @@ class CompiledStep:
     def __init__(self):
         self._cache: StaticKVCache | None = None
         self._programs: dict[str, PackagedProgram | GraphProgram] = {}  # device type -> program
+        self._networks = weakref.WeakKeyDictionary()  # network -> (its weights' addresses and versions, its program)
+        self._loaded: dict[str, HeadProgram] = {}  # package key -> program: the latest network program
         self._in_use = threading.Lock()  # held by the call that uses the kept cache
 
     def __getstate__(self):
@@ -234,8 +276,9 @@ class CompiledStep:
     @staticmethod
     def networks(parts: ModelParts, source) -> nn.ModuleList:
         """Modules whose linears ``compile="auto"``'s packing may take over: the draft source's own
-        networks (the decoder layers are the program's)."""
-        return nn.ModuleList(source.networks())
+        networks that have no compiled pass of their own (the decoder layers are the program's)."""
+        device = parts.embed.weight.device.type
+        return nn.ModuleList([network for network in source.networks() if (device, type(network)) not in NETWORK_PROGRAMS])
 
     def cache(self, parts: ModelParts, capacity: int, kept: bool = True) -> StaticKVCache:
         """The kept cache (reallocated when it cannot hold ``capacity`` positions of this model), or with
@@ -265,6 +308,23 @@ class CompiledStep:
             self._programs.pop(device_type, None)  # free the old program first
             program = self._programs[device_type] = PROGRAMS[device_type](key, parts)
         return program
+
+    def network_program(self, network: nn.Module):
+        """The compiled pass of a draft source's ``network`` (:data:`NETWORK_PROGRAMS`), made afresh
+        when its weights changed; the network itself where none applies (it runs eagerly). A
+        re-patched model's fresh copy of the same head finds the program loaded for the last one."""
+        device = next(network.parameters()).device
+        kind = NETWORK_PROGRAMS.get((device.type, type(network)))
+        if kind is None:
+            return network
+        weights = tuple((p.data_ptr(), p._version) for p in network.parameters())
+        seen = self._networks.get(network)
+        if seen is None or seen[0] != weights:
+            content = packages.package_key(network, kind.TRACED_FILES)
+            program = self._loaded.get(content) or kind(network, content)
+            self._loaded = {content: program}  # the latest only: an older head's program is freed
+            seen = self._networks[network] = (weights, program)
+        return seen[1]
 
     def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
         """A call's step, on the kept cache unless another call (another thread, or a call made from
@@ -325,6 +385,11 @@ class StaticStep:
 
     def truncate(self, length: int) -> None:
         """Nothing to drop: slots past the prefix are masked and overwritten by the next step."""
+
+    def run_network(self, network: nn.Module, *inputs):
+        """A draft source's network pass (:attr:`~specdec.drafts.DraftContext.run`): its compiled
+        program where :data:`NETWORK_PROGRAMS` has one for it, else eagerly."""
+        return self.compiled.network_program(network)(*inputs)
 
     def close(self) -> None:
         """The call has ended: the kept cache is free for the next one."""

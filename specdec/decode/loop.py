@@ -126,7 +126,8 @@ class EagerStep:
     """One ``generate`` call's steps as eager PyTorch over a cache that grows with the text.
 
     The loop's step interface (also :class:`specdec.decode.graphs.StaticStep`): :meth:`prefill`,
-    :meth:`forward`, :meth:`compact` (keep the accepted rows), :meth:`truncate`, :meth:`close`.
+    :meth:`forward`, :meth:`compact` (keep the accepted rows), :meth:`truncate`, :meth:`close`,
+    :meth:`run_network` (a draft source's network pass).
     """
 
     name = "eager"
@@ -159,6 +160,11 @@ class EagerStep:
 
     def close(self) -> None:
         """The call has ended (its cache is dropped with it)."""
+
+    @staticmethod
+    def run_network(network: nn.Module, *inputs):
+        """A draft source's network pass (:attr:`~specdec.drafts.DraftContext.run`): eagerly."""
+        return network(*inputs)
 
     def __enter__(self) -> "EagerStep":
         return self
@@ -199,7 +205,7 @@ def speculative_generate(
     with steps.open(parts, backend, stop.max_length + CACHE_SLACK) as step:  # closed on exit and on errors
         sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
         sequence[:, :prompt_len] = input_ids
-        context = DraftContext(input_ids[0].tolist())
+        context = DraftContext(input_ids[0].tolist(), run=step.run_network)
         length = prompt_len
         root = input_ids[0, -1:]
 

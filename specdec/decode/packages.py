@@ -39,17 +39,18 @@ def cache_dir() -> Path:
 
 def package_key(program: nn.Module, traced_files: list[str]) -> str:
     """A hex digest of what a package depends on: ``program``'s parameters and buffers (bytes, names,
-    shapes, dtypes), its model's config, the ``traced_files``' sources, and the versions of torch,
+    shapes, dtypes), its model's config (``program.config``, if it has one), the ``traced_files``' sources, and the versions of torch,
     transformers and this package, and the CPU's instruction set."""
     import transformers
 
     from .. import __version__
 
     digest = hashlib.sha256()
+    config = getattr(program, "config", None)
     context = {
         "torch": torch.__version__, "transformers": transformers.__version__, "specdec": __version__,
         "cpu": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(), "python": sys.version_info[:2],
-        "config": program.config.to_json_string(use_diff=False) if hasattr(program.config, "to_json_string") else repr(program.config),
+        "config": config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config),
     }
     digest.update(json.dumps(context, sort_keys=True, default=str).encode())
     for path in traced_files:
@@ -61,16 +62,16 @@ def package_key(program: nn.Module, traced_files: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-def load_or_build(program: nn.Module, example: tuple, dynamic_shapes, key: str):
+def load_or_build(program: nn.Module, example: tuple, dynamic_shapes, key: str, what: str = "the step"):
     """The loaded package of ``program`` (an ``nn.Module`` called with ``example``'s structure), built
     first (export, then AOTInductor with freezing) when :func:`cache_dir` has none for ``key``.
-    Says on stderr what it does and how long it took."""
+    Says on stderr what it does (naming the program ``what``) and how long it took."""
     path = cache_dir() / "steps" / f"{key}.pt2"
     start = time.perf_counter()
     if path.is_file():
-        print(f"specdec: loading the compiled step from {path} ...", file=sys.stderr, flush=True)
+        print(f"specdec: loading the compiled {what.removeprefix('the ')} from {path} ...", file=sys.stderr, flush=True)
     else:
-        print(f"specdec: compiling the step into {path} (once per machine and model; a minute or more on a small CPU) ...", file=sys.stderr, flush=True)
+        print(f"specdec: compiling {what} into {path} (once per machine and model; a minute or more on a small CPU) ...", file=sys.stderr, flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():  # freezing applies only without autograd
             exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes, strict=False)

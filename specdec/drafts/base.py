@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -42,10 +43,14 @@ class DraftContext:
     Attributes:
         tokens: every token so far (prompt and output, the next root last); the decoder appends to it.
         scratch: per-call state a source keeps between steps (keyed by the source), e.g. an n-gram index.
+        run: ``run(network, *inputs)`` runs a source's network (an ``nn.Module`` over a cache of fixed
+            size, e.g. :meth:`~specdec.drafts.head.network.TokenHead.forward`) as the call's step
+            runs the model: eagerly, or as a compiled program of it (``compile=True``).
     """
 
     tokens: list[int]
     scratch: dict = field(default_factory=dict)
+    run: Callable = field(default=lambda network, *inputs: network(*inputs))
 
 
 class DraftSource:

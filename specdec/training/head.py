@@ -88,7 +88,7 @@ def head_outputs(head: TokenHead, embed, batch: HeadBatch, noise: float = 0.0) -
     if noise:
         inputs = inputs + (torch.rand_like(inputs) * 2 - 1) * noise
     positions = torch.arange(n, device=device)
-    empty = head.empty_kv(tokens.shape[0])
+    empty = head.zero_kv(tokens.shape[0])
     g1, k1, v1 = head.block(inputs, embed(tokens[:, 1:]), positions, empty, empty, causal_mask(n, device))
     m = n - 1
     g2, _, _ = head.block(g1[:, :m], embed(tokens[:, 2:]), positions[:m] + 1, k1[:, :, :m], v1[:, :, :m], depth_two_mask(m, device))

@@ -9,9 +9,11 @@ SiLU-gated MLP). Its output ``g_i`` is a guess of ``f_{i+1}``, so ``lm_head(g_i)
 ``x_{i+2}``: the token *after* the one the target just produced, knowing that token. Drafting
 deeper feeds ``(g_i, drafted x_{i+2})`` at position ``i + 1``, and so on.
 
-One function, :meth:`TokenHead.block`, runs the block for training (whole sequences, a causal
-mask) and for decoding (new pairs against cached keys and values, a tree mask), so training and
-decoding compute the same thing. The block is the head's own (rotary base 10000, the model's
+:meth:`TokenHead.block` runs the block for training (whole sequences, a causal mask);
+:meth:`TokenHead.forward` runs it for decoding (new pairs written into a cache of fixed size, a tree
+mask over all its slots: the form a compiled program takes). Both are the same two halves
+(:meth:`TokenHead.pairs`, :meth:`TokenHead.finish`) around one attention, so training and decoding
+compute the same thing. The block is the head's own (rotary base 10000, the model's
 head width of 64 dimensions where it divides); it shares only the model's input embeddings and
 LM head, both frozen.
 """
@@ -48,11 +50,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype) * weight
 
 
-def rotary_table(length: int, head_dim: int, device) -> torch.Tensor:
-    """fp32 ``[2, length, head_dim // 2]``: cos and sin of the rotary angles of positions ``0..length-1``."""
-    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None]
+def rotary_angles(positions: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """fp32 ``[2, n, head_dim // 2]``: cos and sin of the rotary angles of ``positions`` (int64 ``[n]``)."""
+    inv = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.to(torch.float32)[:, None] * inv[None]
     return torch.stack([angles.cos(), angles.sin()])
+
+
+def rotary_table(length: int, head_dim: int, device) -> torch.Tensor:
+    """fp32 ``[2, length, head_dim // 2]``: :func:`rotary_angles` of positions ``0..length-1``."""
+    return rotary_angles(torch.arange(length, device=device), head_dim)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -116,7 +123,7 @@ class TokenHead(nn.Module):
         return head.to(device=weight.device, dtype=weight.dtype)
 
     def block(self, features, embeds, positions, past_k, past_v, mask):
-        """The head on new pairs.
+        """The head on new pairs after earlier ones (training).
 
         Args:
             features, embeds: ``[B, n, d]`` the pairs' states ``f`` (or guesses ``g``) and the
@@ -128,16 +135,41 @@ class TokenHead(nn.Module):
         Returns ``(g [B, n, d], k [B, H, n, hd], v [B, H, n, hd])``: the guesses and the new pairs'
         keys and values.
         """
+        x, q, k, v = self.pairs(features, embeds, self.rotary(positions))
+        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        return self.finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)), k, v
+
+    def forward(self, features, embeds, positions, slots, mask, keys, values):
+        """The head on new pairs written into a cache of fixed size (decoding; what a compiled program runs).
+
+        Args:
+            features, embeds, positions: as for :meth:`block`, ``B = 1``.
+            slots: int64 ``[n]`` where the new pairs' keys and values go in ``keys``/``values``.
+            mask: bool ``[n, C]``, True where a new pair may attend (each must see its own slot).
+            keys, values: ``[1, H, C, hd]`` the cache, written at ``slots``.
+
+        Returns ``g [1, n, d]``.
+        """
+        x, q, k, v = self.pairs(features, embeds, rotary_angles(positions, self.hidden_size // self.num_heads))
+        keys[:, :, slots] = k
+        values[:, :, slots] = v
+        return self.finish(x, F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+
+    def pairs(self, features, embeds, angles):
+        """The block up to attention: ``(x [B, n, d], q, k, v [B, H, n, hd])`` of the pairs, ``q`` and ``k``
+        rotated by ``angles`` (fp32 ``[2, n, hd // 2]``, cos and sin)."""
         batch, n, d = features.shape
         x = self.fuse(torch.cat([features, embeds], dim=-1))
         q, k, v = self.qkv(rms_norm(x, self.attn_norm)).view(batch, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        cos, sin = self.rotary(positions).to(q.dtype).unbind(0)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        cos, sin = angles.to(q.dtype).unbind(0)
+        return x, rotate(q, cos, sin), rotate(k, cos, sin), v
+
+    def finish(self, x, attended):
+        """The block after attention: ``g [B, n, d]`` from ``x`` and the attention's output ``[B, H, n, hd]``."""
+        batch, n, d = x.shape
         x = x + self.out(attended.transpose(1, 2).reshape(batch, n, d))
         gate, up = self.gate_up(rms_norm(x, self.mlp_norm)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up), k, v
+        return x + self.down(F.silu(gate) * up)
 
     def rotary(self, positions: torch.Tensor) -> torch.Tensor:
         """fp32 ``[2, n, hd // 2]`` cos and sin at ``positions [n]``, from a table kept on the module
@@ -149,10 +181,12 @@ class TokenHead(nn.Module):
             table = self.__dict__["_rotary"] = rotary_table(length, self.hidden_size // self.num_heads, positions.device)
         return table[:, positions]
 
-    def empty_kv(self, batch: int = 1, capacity: int = 0) -> torch.Tensor:
-        """``[B, H, capacity, hd]`` uninitialised keys (or values) in the head's dtype and device."""
+    def zero_kv(self, batch: int = 1, capacity: int = 0) -> torch.Tensor:
+        """``[B, H, capacity, hd]`` zeroed keys (or values) in the head's dtype and device. Zeroed, not
+        empty: :meth:`forward` attends over every slot, and a masked slot's garbage (a NaN) would
+        still reach the output through the attention's products."""
         weight = self.qkv.weight
-        return weight.new_empty(batch, self.num_heads, capacity, self.hidden_size // self.num_heads)
+        return weight.new_zeros(batch, self.num_heads, capacity, self.hidden_size // self.num_heads)
 
     def check_model(self, model) -> None:
         found = check_fingerprint(self.fingerprint, model, self.WHAT)

@@ -98,37 +98,42 @@ class HeadDrafts(DraftSource):
         return self.output.weight
 
     def _state(self, context: DraftContext, extra: int) -> HeadState:
-        """The call's state, its cache grown (by doubling) to hold ``extra`` more pairs."""
+        """The call's state, its cache grown (by doubling) to hold ``extra`` more pairs and one spare
+        slot (a compiled pass pads a single row with a second one)."""
         state = context.scratch.get(self)
         if state is None:
-            empty = self.module.empty_kv(1, MIN_CAPACITY)
+            empty = self.module.zero_kv(1, MIN_CAPACITY)
             state = context.scratch[self] = HeadState(empty, torch.empty_like(empty))
-        need = state.length + extra
+        need = state.length + extra + 1
         if need > state.keys.shape[2]:
             capacity = max(need, 2 * state.keys.shape[2])
-            grown = [self.module.empty_kv(1, capacity) for _ in range(2)]
+            grown = [self.module.zero_kv(1, capacity) for _ in range(2)]
             for new, old in zip(grown, (state.keys, state.values)):
                 new[:, :, : state.length] = old[:, :, : state.length]
             state.keys, state.values = grown
         return state
 
+    def _pass(self, context: DraftContext, state: HeadState, features, ids: torch.Tensor, positions, start: int, mask) -> torch.Tensor:
+        """``g [n, d]``: the head on pairs ``features [n, d]``, ``ids [n]`` (int64) at ``positions [n]``,
+        their keys and values written into the state's cache at slots ``start..start + n - 1``;
+        ``mask`` (bool ``[n, C]``) is what each pair sees."""
+        slots = torch.arange(start, start + ids.shape[0], device=ids.device)
+        inputs = (features[None], self.embed(ids)[None], positions, slots, mask, state.keys, state.values)
+        return context.run(self.module, *inputs)[0]
+
     @torch.no_grad()
     def observe(self, context: DraftContext, states, tokens: list[int]) -> None:
         n = states.shape[0]
         state = self._state(context, n)
-        device = states.device
-        positions = torch.arange(state.length, state.length + n, device=device)
+        device, length = states.device, state.length
+        mask = torch.zeros(n, state.keys.shape[2], dtype=torch.bool, device=device)
+        mask[:, :length] = True
+        mask[:, length : length + n] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
         ids = torch.tensor(tokens, dtype=torch.int64, device=device)
-        mask = torch.ones(n, state.length + n, dtype=torch.bool, device=device)
-        mask[:, state.length :] = mask[:, state.length :].tril()
-        out, k, v = self.module.block(
-            states[None].to(self.module.qkv.weight.dtype), self.embed(ids)[None], positions,
-            state.keys[:, :, : state.length], state.values[:, :, : state.length], mask,
-        )
-        state.keys[:, :, state.length : state.length + n] = k
-        state.values[:, :, state.length : state.length + n] = v
+        positions = torch.arange(length, length + n, device=device)
+        out = self._pass(context, state, states.to(self.module.qkv.weight.dtype), ids, positions, length, mask)
         state.length += n
-        state.last = out[0, -1:]
+        state.last = out[-1:]
 
     def _rank(self, guesses: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
         """Host ``(tokens, logps)`` ``[rows][width]``: each guess's top ``width`` over the draft vocabulary."""
@@ -150,8 +155,9 @@ class HeadDrafts(DraftSource):
         # node: (parent, token, logp given the parent, path logp, depth)
         nodes = [(-1, t, lp, lp, 1) for t, lp in zip(tokens[0], logps[0])]
         frontier = list(range(len(nodes)))
-        row_of: dict[int, int] = {}  # node -> its draft row
-        outputs, keys, values = [], [], []
+        row_of: dict[int, int] = {}  # node -> its draft row (at slot: the state's length + the row)
+        outputs = []
+        state = self._state(context, self.beam * (self.depth - 1))  # room for every draft row
         device = state.last.device
         for depth in range(2, self.depth + 1):
             expand = [i for i in sorted(frontier, key=lambda i: -nodes[i][3])[: self.beam] if nodes[i][3] >= self.min_logp]
@@ -160,24 +166,21 @@ class HeadDrafts(DraftSource):
             parents = [nodes[i][0] for i in expand]
             features = torch.stack([state.last[0] if p < 0 else outputs[row_of[p]] for p in parents])
             ids = torch.tensor([nodes[i][1] for i in expand], dtype=torch.int64, device=device)
-            mask = torch.zeros(len(expand), state.length + len(outputs) + len(expand), dtype=torch.bool)
+            start = state.length + len(outputs)
+            mask = torch.zeros(len(expand), state.keys.shape[2], dtype=torch.bool)
             mask[:, : state.length] = True
             for r, node in enumerate(expand):
-                mask[r, state.length + len(outputs) + r] = True
+                mask[r, start + r] = True
                 ancestor = nodes[node][0]
                 while ancestor >= 0:
                     mask[r, state.length + row_of[ancestor]] = True
                     ancestor = nodes[ancestor][0]
-            past_k = torch.cat([state.keys[:, :, : state.length], *keys], dim=2)
-            past_v = torch.cat([state.values[:, :, : state.length], *values], dim=2)
             positions = torch.full((len(expand),), state.length + depth - 2, dtype=torch.int64, device=device)
-            out, k, v = self.module.block(features[None], self.embed(ids)[None], positions, past_k, past_v, mask.to(device))
+            out = self._pass(context, state, features, ids, positions, start, mask.to(device))
             for r, node in enumerate(expand):
                 row_of[node] = len(outputs) + r
-            outputs.extend(out[0].unbind(0))
-            keys.append(k)
-            values.append(v)
-            tokens, logps = self._rank(out[0])
+            outputs.extend(out.unbind(0))
+            tokens, logps = self._rank(out)
             frontier = []
             for r, node in enumerate(expand):
                 for t, lp in zip(tokens[r], logps[r]):
