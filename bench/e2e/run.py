@@ -41,6 +41,7 @@ from specdec.demo import DEFAULT_DEMO, DEMOS, demo_paths
 from specdec.training.corpus import read_texts, stdlib_files
 from specdec.demo.run import prompt_ids
 from specdec.training.distill import read_prompts
+from specdec.decode import graphs
 from specdec.decode.tree import parse_tree_arg
 
 matplotlib.use("Agg")
@@ -148,8 +149,10 @@ def methods(args, model, predictor):
         label = f"{tree} nodes" if isinstance(tree, int) else tree
         table[f"specdec {label}{suffix}"] = (
             lambda tree=tree, source=source: patch(model, source, tree=tree, backend=args.backend), {})
-    if args.compiled and head is not None:
-        table["specdec auto, token-aware head + lookup, compile=True"] = (lambda: patch(model, head, backend=args.backend, compile=True), {})
+    if args.compiled and head is not None:  # and the same with the head's draft pass eager (on packed weights), as before it was compiled
+        table["specdec auto, token-aware head + lookup, compile=True"] = (lambda: head_pass_compiled(True) or patch(model, head, backend=args.backend, compile=True), {})
+        table["specdec auto, token-aware head + lookup, compile=True, head pass eager"] = (
+            lambda: head_pass_compiled(False) or patch(model, head, backend=args.backend, compile=True), {})
     for temperature in args.temperatures:  # do_sample=True: each against plain sampling at the same temperature
         sampled = {"do_sample": True, "temperature": temperature}
         table[f"plain sampling T={temperature}"] = (plain, sampled)
@@ -157,6 +160,16 @@ def methods(args, model, predictor):
         if head is not None:
             table[f"specdec auto, token-aware head + lookup sampling T={temperature}"] = (lambda: patch(model, head, backend=args.backend), sampled)
     return table
+
+
+HEAD_PROGRAMS = dict(graphs.NETWORK_PROGRAMS)
+
+
+def head_pass_compiled(on: bool) -> None:
+    """Whether ``compile=True`` runs the token-aware head's draft pass as its compiled program (the
+    package's behaviour) or eagerly (an ablation: what compiling the head's pass buys)."""
+    graphs.NETWORK_PROGRAMS.clear()
+    graphs.NETWORK_PROGRAMS.update(HEAD_PROGRAMS if on else {})
 
 
 def load_head(args, model, option: str = "head") -> TokenHead | None:
