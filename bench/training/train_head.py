@@ -43,7 +43,7 @@ def parse_args():
     p.add_argument("--out", type=Path, default=None, help="where the head goes (default: WORK/head)")
     p.add_argument("--stage", choices=("features", "train", "all"), default="all")
     p.add_argument("--files", type=int, default=0, help="use the first N distillation files (0: all)")
-    p.add_argument("--no-self", action="store_true", help="leave out the answers to the self-written requests")
+    p.add_argument("--no-self", action="store_true", help="only the first passes over distill.jsonl (no later pass, no self-written requests)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=8)
@@ -56,13 +56,25 @@ def parse_args():
     return p.parse_args()
 
 
+FIRST_PASSES = 7  # distill-smollm2.jsonl and its -seed1..6 passes, packed together (as their cached features were)
+
+
+def pass_number(path: Path) -> int:
+    """0 for ``distill-smollm2.jsonl``, N for ``distill-smollm2-seedN.jsonl``."""
+    return int(path.stem.rsplit("seed", 1)[1]) if "-seed" in path.stem else 0
+
+
 def distill_files(limit: int) -> list[Path]:
-    files = sorted(PROMPTS_DIR.glob("distill-smollm2*.jsonl"))
+    """The first passes over ``distill.jsonl`` (up to ``limit``; 0: all :data:`FIRST_PASSES`), in name order."""
+    files = sorted(f for f in PROMPTS_DIR.glob("distill-smollm2*.jsonl") if pass_number(f) < FIRST_PASSES)
     return files[:limit] if limit else files
 
 
 def self_files() -> list[Path]:
-    return sorted(PROMPTS_DIR.glob("distill-self-smollm2*.jsonl"))
+    """Files packed one by one (each file's features are computed once): the later passes over
+    ``distill.jsonl`` and the passes over the self-written requests."""
+    later = [f for f in PROMPTS_DIR.glob("distill-smollm2-seed*.jsonl") if pass_number(f) >= FIRST_PASSES]
+    return sorted(later, key=pass_number) + sorted(PROMPTS_DIR.glob("distill-self-smollm2*.jsonl"))
 
 
 def firp_heldout(model, tokenizer, head) -> dict:
