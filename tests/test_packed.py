@@ -135,6 +135,23 @@ def test_weights_changed_in_place_are_packed_again():
             torch.testing.assert_close(_layer_output(model, x), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_a_new_weight_in_a_freed_weights_place_gets_its_own_pack():
+    """A draft head's fresh copy can take the id and memory of a freed copy (same shape, in-place
+    version 0): its key then matches the freed weight's entry, which must not be used. Simulated
+    here by filing the old weight's entry under the new weight's id and key."""
+    packs, x = PackedWeights(), torch.randn(3, 200)
+    old, new = torch.nn.Linear(200, 300), torch.nn.Linear(200, 300)
+    head = torch.randn(16, 200)
+    with torch.no_grad():
+        with packs.active(torch.nn.ModuleList([old]), head):
+            pass
+        stale = packs._packs[id(old.weight)]
+        packs._packs = {id(new.weight): ((new.weight.data_ptr(), *stale[0][1:]), *stale[1:])}
+        expected = new(x)
+        with packs.active(torch.nn.ModuleList([new]), head):
+            torch.testing.assert_close(new(x), expected, atol=1e-4, rtol=1e-4)
+
+
 def test_a_forward_overridden_by_someone_else_is_left_alone():
     model = tiny_model("llama-gqa")
     hooked = model.model.layers[0].mlp.down_proj

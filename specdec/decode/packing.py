@@ -2,8 +2,9 @@
 
 :class:`PackedWeights` keeps one packed copy (:func:`specdec.kernels.pack`) of every ``nn.Linear``
 weight of the decoder layers, of the LM head and of the draft vocabulary's rows of it. Each call
-checks every weight again (storage, in-place version, dtype, device) and repacks what changed, so
-a model edited after ``patch()`` is never decoded with stale weights. Inside :meth:`active`, the
+checks every weight again (the same tensor, alive; its storage, in-place version, dtype, device)
+and repacks what changed, so a model edited after ``patch()`` is never decoded with stale weights,
+nor a draft head's fresh copy with the pack of a freed copy whose id and memory it took. Inside :meth:`active`, the
 decoder layers' linears run :func:`specdec.kernels.packed_linear` (their ``forward`` is overridden
 on the instance, and restored on exit) and the LM-head ops use the packed head
 (:func:`specdec.kernels.packed_scope`); outside it the model is untouched.
@@ -14,6 +15,7 @@ would take more than half of the memory the system reports available.
 
 import contextlib
 import functools
+import weakref
 
 import torch
 from torch import nn
@@ -54,7 +56,7 @@ class PackedWeights:
     name = "packed"
 
     def __init__(self):
-        self._packs: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(weight) -> (key, packed)
+        self._packs: dict[int, tuple[tuple, torch.Tensor, weakref.ref]] = {}  # id(weight) -> (key, packed, the weight)
 
     def __getstate__(self):
         return {}  # packed (oneDNN) tensors cannot be copied or pickled: a copy packs again at its first call
@@ -82,8 +84,8 @@ class PackedWeights:
     def _packed(self, weight: torch.Tensor, fresh: dict) -> torch.Tensor:
         key = _key(weight)
         entry = self._packs.get(id(weight))
-        if entry is None or entry[0] != key:
-            entry = (key, kernels.pack(weight))
+        if entry is None or entry[0] != key or entry[2]() is not weight:
+            entry = (key, kernels.pack(weight), weakref.ref(weight))
         fresh[id(weight)] = entry
         return entry[1]
 
