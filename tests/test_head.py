@@ -3,6 +3,7 @@ pass, exact output on every architecture (greedy, static and auto trees, with an
 weights), persistence and refusals, and training that learns."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -53,6 +54,25 @@ def test_training_pass_is_the_decoding_pass(arch, vocab):
     assert [t for t, _ in children] == expected_ids.tolist()
     torch.testing.assert_close(torch.tensor([lp for _, lp in children]), expected.values, atol=1e-4, rtol=1e-4)
     assert {kind for *_, kind in cands.tree} == {"head"} and len(cands.ranked) == 3
+
+
+def test_the_heads_cache_holds_no_garbage(monkeypatch):
+    """The head attends over every slot of its cache, masked ones included (a zero weight times a NaN
+    is a NaN): every buffer it attends over starts zeroed, whatever uninitialised memory holds
+    (poisoned here with NaN)."""
+    def poisoned(*args, **kwargs):
+        return torch.full_like(*args, float("nan"), **kwargs)
+
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+    model = tiny_model("llama-gqa", seed=3)
+    source = HeadDrafts(perturbed_head(model, depth=3, seed=4), min_path_prob=0.0).prepared(model, "torch")
+    ids = prompt(model, 9, seed=2)
+    context = DraftContext(ids[0].tolist())
+    with torch.no_grad():
+        source.observe(context, states_of(model, ids)[0, :8], ids[0, 1:9].tolist())
+    cands = source.propose(context, specdec.Candidates())
+    assert torch.isfinite(context.scratch[source].last).all()
+    assert len(cands.tree) > 3 and all(math.isfinite(lp) for _, _, lp, _ in cands.tree)
 
 
 TREES = ("auto", "default", "chain", "wide", "auto")

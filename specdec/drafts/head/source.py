@@ -102,8 +102,7 @@ class HeadDrafts(DraftSource):
         slot (a compiled pass pads a single row with a second one)."""
         state = context.scratch.get(self)
         if state is None:
-            empty = self.module.zero_kv(1, MIN_CAPACITY)
-            state = context.scratch[self] = HeadState(empty, torch.empty_like(empty))
+            state = context.scratch[self] = HeadState(self.module.zero_kv(1, MIN_CAPACITY), self.module.zero_kv(1, MIN_CAPACITY))
         need = state.length + extra + 1
         if need > state.keys.shape[2]:
             capacity = max(need, 2 * state.keys.shape[2])
