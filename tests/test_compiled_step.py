@@ -41,8 +41,9 @@ def greedy(model, ids, new: int) -> torch.Tensor:
 
 
 def packages() -> int:
-    """Compiled steps built so far (this test session's package folder)."""
-    return len(list((cache_dir() / "steps").glob("*.pt2")))
+    """Compiled programs built so far (this test session's package folder; a step split into parts
+    is one program of several files ``KEY-IofN.pt2``)."""
+    return len({path.stem.split("-")[0] for path in (cache_dir() / "steps").glob("*.pt2")})
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -131,6 +132,26 @@ def test_each_model_and_each_change_of_weights_gets_its_own_program(capfd):
     copied = copy.deepcopy(first)  # a copy decodes with a program of its own: the same weights, so the package is loaded
     assert_greedy_equivalent(copied, changed, greedy(copied, ids, 30))
     assert packages() == before + 1 and "specdec: loading the compiled step" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_a_step_built_in_parts_decodes_exactly(parts, monkeypatch, capfd):
+    """The step split into layer ranges, each a package built by a process of its own, run one after
+    the other (one part: a single-core machine; three: uneven ranges, a middle part taking hidden states)."""
+    monkeypatch.setenv("SPECDEC_BUILD_PARTS", str(parts))
+    model = tiny_model("llama-gqa", seed=SHARED_SEED)  # 4 layers: three parts of 1, 1 and 2
+    ids = repeated(model, 6)
+    plain = greedy(model, ids, 30)
+    pin_cost(model, monkeypatch, flat)
+    specdec.patch(model, compile=True)
+    assert_greedy_equivalent(model, plain, greedy(model, ids, 30))
+    assert sum(specdec.stats(model).nodes) > 0
+    names = [path.name for path in (cache_dir() / "steps").glob("*.pt2")]
+    if parts == 1:
+        assert any("of" not in name for name in names)
+    else:
+        assert sorted(name.split("-")[1] for name in names if name.endswith(f"of{parts}.pt2")) == [f"{i}of{parts}.pt2" for i in range(1, parts + 1)]
+        assert f"into {parts} packages in {parts} processes" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("rows,capacity", [(1, 300), (2, 259), (5, 700)])

@@ -18,8 +18,9 @@ Python ints, so no graph could be reused from one step to the next. This step is
   which the next step overwrites.
 * On a CPU the program is exported once (``torch.export``, the rows and the capacity symbolic) and
   compiled ahead of time by AOTInductor with freezing (the weights as constants, GEMMs on
-  oneDNN-packed weights) into a package on disk (:mod:`specdec.decode.packages`), which every later
-  process loads in seconds. On CUDA it is ``torch.compile``'d (``fullgraph=True``, the same two
+  oneDNN/MKL-packed weights, linears of one input concatenated) into packages on disk
+  (:mod:`specdec.decode.packages`), one per range of layers (:class:`StepPart`), built in parallel
+  processes and run one after the other; every later process loads them in seconds. On CUDA it is ``torch.compile``'d (``fullgraph=True``, the same two
   dimensions dynamic) and run as CUDA graphs. Either way one program serves every step of every
   request. The LM head and verification stay outside, as in the eager step.
 
@@ -120,21 +121,26 @@ def static_forward(parts: ModelParts, cache: StaticKVCache, tokens, positions, p
     (int64) over the ``prefix_len`` (int64, 0-d) cached positions, row ``i`` seeing step row ``j``
     where ``visibility[i, j]`` (bool ``[S, S]``). Writes the rows' keys and values at slots
     ``prefix_len + 0..S-1`` of ``cache``. No host reads, no branch on tensor values."""
-    rows = tokens.shape[0]
-    capacity = cache.keys[0].shape[2]
-    slot = torch.arange(capacity, device=tokens.device)
-    cache.slots = prefix_len + torch.arange(rows, device=tokens.device)
+    hidden = parts.embed(tokens)[None]
+    hidden = static_layers(parts, cache, hidden, positions, prefix_len, visibility, range(len(parts.layers)))
+    return parts.norm(hidden[0])
+
+
+def static_layers(parts: ModelParts, cache: StaticKVCache, hidden, positions, prefix_len, visibility, layers: range) -> torch.Tensor:
+    """Decoder layers ``layers`` of :func:`static_forward` on ``hidden [1, S, d]``; returns ``[1, S, d]``."""
+    rows = hidden.shape[1]
+    capacity = cache.keys[layers.start].shape[2]
+    slot = torch.arange(capacity, device=hidden.device)
+    cache.slots = prefix_len + torch.arange(rows, device=hidden.device)
     relative = slot - prefix_len
     inside = (relative >= 0) & (relative < rows)
     column = relative.clamp(0, rows - 1)
     step = visibility.gather(1, column[None, :].expand(rows, capacity))
     mask = (relative < 0)[None, :] | (inside[None, :] & step)
     key_positions = torch.where(relative < 0, slot, positions.gather(0, column))
-    hidden = parts.embed(tokens)[None]
     rotary = parts.rotary(hidden, positions[None])
     attention = StaticAttention(mask[None, None], positions, key_positions)
-    hidden = parts.run_layers(hidden, 0, len(parts.layers), cache, rotary, positions, attention)
-    return parts.norm(hidden[0])
+    return parts.run_layers(hidden, layers.start, layers.stop, cache, rotary, positions, attention)
 
 
 def weights_key(parts: ModelParts) -> tuple:
@@ -144,44 +150,67 @@ def weights_key(parts: ModelParts) -> tuple:
     return tuple((p.data_ptr(), p._version) for module in modules for p in module.parameters())
 
 
-class StepModule(nn.Module):
-    """:func:`static_forward` as a module over the model's embedding, decoder layers, final norm and
-    rotary table (its parameters are the model's own), the cache's buffers passed in: what
-    ``torch.export`` takes."""
+class StepPart(nn.Module):
+    """Layers ``layers`` of :func:`static_forward` as a module (what ``torch.export`` takes) over the
+    model's own modules, the cache's buffers of those layers passed in: the first part takes the
+    tokens ``[S]`` (int64) and embeds them, the last returns the final-normed ``[S, d]``, any other
+    takes and returns hidden states ``[1, S, d]``. Over all layers it is the whole program."""
 
-    def __init__(self, parts: ModelParts):
+    def __init__(self, parts: ModelParts, layers: range):
         super().__init__()
-        self.embed, self.layers, self.norm, self.rotary = parts.embed, parts.layers, parts.norm, parts.rotary
-        self.config = parts.layers[0].self_attn.config
-        self.parts = parts
+        first, last = layers.start == 0, layers.stop == len(parts.layers)
+        self.embed, self.norm = (parts.embed if first else None), (parts.norm if last else None)
+        self.layers = nn.ModuleList(parts.layers[layers.start : layers.stop])  # the parameters a package holds
+        self.rotary, self.parts, self.range = parts.rotary, parts, layers
+        self.config = parts.layers[0].self_attn.config  # part of the package key
 
-    def forward(self, tokens, positions, prefix, visibility, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
-        return static_forward(self.parts, StaticKVCache(keys, values), tokens, positions, prefix, visibility)
+    def forward(self, inputs, positions, prefix, visibility, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+        before = [None] * self.range.start  # the layers index the cache by their own number
+        cache = StaticKVCache(before + list(keys), before + list(values))
+        hidden = inputs if self.embed is None else self.embed(inputs)[None]
+        hidden = static_layers(self.parts, cache, hidden, positions, prefix, visibility, self.range)
+        return hidden if self.norm is None else self.norm(hidden[0])
+
+
+def layer_ranges(layers: int, count: int) -> list[range]:
+    """``count`` consecutive ranges covering ``layers`` layers, their sizes within one of each other."""
+    bounds = [layers * i // count for i in range(count + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 class PackagedProgram:
-    """The program on a CPU: :class:`StepModule` compiled ahead of time with inductor's freezing (the
-    weights as constants, GEMMs on oneDNN-packed weights) into a package on disk
-    (:mod:`specdec.decode.packages`), loaded from there by any later process. One program per model
-    and state of its weights (the package key hashes their bytes)."""
+    """The program on a CPU: :func:`static_forward` compiled ahead of time with inductor's freezing (the
+    weights as constants, GEMMs on oneDNN-packed weights) into packages on disk, one per range of
+    layers (:func:`~specdec.decode.packages.build_parts`, built in parallel processes:
+    :mod:`specdec.decode.packages`), loaded from there by any later process and run one after the
+    other. One program per model and state of its weights (the package key hashes their bytes)."""
 
     def __init__(self, key: tuple, parts: ModelParts):
-        module = StepModule(parts).eval()
-        layer = module.layers[0].self_attn
-        dims = (len(module.layers), layer.config.num_key_value_heads, layer.head_dim)
+        layer = parts.layers[0].self_attn
+        dims = (len(parts.layers), layer.config.num_key_value_heads, layer.head_dim)
         rows, capacity = 8, 2 * CAPACITY_STEP  # the example: sizes no dimension takes otherwise
-        cache = StaticKVCache.allocate(*dims, capacity, parts.embed.weight.dtype, parts.embed.weight.device)
-        device = parts.embed.weight.device
-        example = (torch.zeros(rows, dtype=torch.int64, device=device), torch.arange(rows, device=device), torch.tensor(0, device=device),
-                   torch.ones(rows, rows, dtype=torch.bool, device=device).tril(), cache.keys, cache.values)
+        weight = parts.embed.weight
+        cache = StaticKVCache.allocate(*dims, capacity, weight.dtype, weight.device)
+        tokens = torch.zeros(rows, dtype=torch.int64, device=weight.device)
+        common = (torch.arange(rows, device=weight.device), torch.tensor(0, device=weight.device),
+                  torch.ones(rows, rows, dtype=torch.bool, device=weight.device).tril())
         r = torch.export.Dim("rows", min=MIN_ROWS, max=packages.MAX_ROWS)
         c = torch.export.Dim("capacity", min=CAPACITY_STEP, max=packages.MAX_CAPACITY)
-        shapes = ({0: r}, {0: r}, None, {0: r, 1: r}, [{2: c}] * dims[0], [{2: c}] * dims[0])
+        self.ranges = layer_ranges(dims[0], packages.build_parts(dims[0]))
+        programs = []
+        for layers in self.ranges:
+            inputs = tokens if layers.start == 0 else weight.new_zeros(1, rows, weight.shape[1])
+            example = (inputs, *common, cache.keys[layers.start : layers.stop], cache.values[layers.start : layers.stop])
+            shapes = ({0: r} if layers.start == 0 else {1: r}, {0: r}, None, {0: r, 1: r}, [{2: c}] * len(layers), [{2: c}] * len(layers))
+            programs.append((StepPart(parts, layers).eval(), example, shapes))
         self.key = key
-        self.run = packages.load_or_build(module, example, shapes, packages.package_key(module, TRACED_FILES))
+        self.runs = packages.load_or_build(programs, packages.package_key(StepPart(parts, range(dims[0])), TRACED_FILES))
 
     def __call__(self, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
-        return self.run(tokens, positions, prefix, visibility, cache.keys, cache.values)
+        hidden = tokens
+        for layers, run in zip(self.ranges, self.runs):
+            hidden = run(hidden, positions, prefix, visibility, cache.keys[layers.start : layers.stop], cache.values[layers.start : layers.stop])
+        return hidden
 
 
 class GraphProgram:
@@ -234,7 +263,7 @@ class HeadProgram:
         r = torch.export.Dim("rows", min=MIN_ROWS, max=packages.MAX_CAPACITY)
         c = torch.export.Dim("capacity", min=MIN_ROWS + 1, max=packages.MAX_CAPACITY)
         shapes = ({1: r}, {1: r}, {0: r}, {0: r}, {0: r, 1: c}, {2: c}, {2: c})
-        self.run = packages.load_or_build(head.eval(), example, shapes, key, "the draft head's pass")
+        (self.run,) = packages.load_or_build([(head.eval(), example, shapes)], key, "the draft head's pass")
 
     def __call__(self, features, embeds, positions, slots, mask, keys, values) -> torch.Tensor:
         real = slots.shape[0]
