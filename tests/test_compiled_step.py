@@ -8,6 +8,7 @@ builds 7 step packages, not 10 (the five architectures, a second llama-gqa and a
 """
 
 import copy
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -61,7 +62,7 @@ def test_compiled_step_decodes_exactly(arch, monkeypatch, capfd):
         drafted += sum(run.nodes)
     assert drafted > 0  # trees of several rows ran through the program, not only single rows
     err = capfd.readouterr().err
-    assert err.count("specdec: done in") == 1  # the progress line (built, or loaded if another test built it), once
+    assert len(re.findall(r"specdec: (built|loaded) the step in", err)) == 1  # the progress line (built, or loaded if another test built it), once
 
 
 def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(monkeypatch, capfd):
@@ -75,7 +76,7 @@ def test_no_recompilation_over_300_steps_of_mixed_trees_and_a_growing_prefix(mon
     assert (model.device, model.dtype, "greedy", "compiled") in specdec.patching._TUNING[model].costs  # the planner's curve
     pin_cost(model, monkeypatch, flat)  # then a device where rows are nearly free, for long trees
     err = capfd.readouterr().err
-    assert "specdec: compiling the draft head's pass" in err and err.count("specdec: done in") == 2  # the step built here or loaded
+    assert "specdec: compiling the draft head's pass" in err and len(re.findall(r"specdec: (built|loaded) (the step|the draft head's pass) in", err)) == 2  # the step built here or loaded
     before, steps, rows = packages(), 0, set()
     for predictor, tree in [(None, "auto"), (head, "auto"), (specdec.HeadDrafts(head), 5), (specdec.HeadDrafts(head), "default"),
                             (specdec.HeadDrafts(head), "chain"), (head, "auto")]:

@@ -240,7 +240,7 @@ class GraphProgram:
         print(f"specdec: recording the step's CUDA graph for {rows} rows ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         hidden = self.compiled(cache, tokens, positions, prefix, visibility).clone()
-        print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        print(f"specdec: recorded the step's CUDA graph for {rows} rows in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         self.seen.add(rows)
         return hidden
 

@@ -104,19 +104,19 @@ def load_or_build(programs: list[tuple[nn.Module, tuple, object]], key: str, wha
     :data:`INDUCTOR_CONFIGS` in a process of its own, all at once (see :mod:`.aoti_worker`), and the
     callables wait for the builds at their first call (:class:`Build`), so this process goes on
     meanwhile (a prefill, another program's export). Says on stderr what it does (naming the
-    programs ``what``) and, once they are loaded, how long it took."""
+    programs ``what``) and, once they are loaded, how long it took ("specdec: built/loaded ... in N s")."""
     count = len(programs)
     paths = [cache_dir() / "steps" / (f"{key}.pt2" if count == 1 else f"{key}-{i + 1}of{count}.pt2") for i in range(count)]
     start = time.perf_counter()
     if all(path.is_file() for path in paths):
         print(f"specdec: loading the compiled {what.removeprefix('the ')} from {paths[0].parent} ...", file=sys.stderr, flush=True)
         loaded = [torch._inductor.aoti_load_package(str(path)) for path in paths]
-        print(f"specdec: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        print(f"specdec: loaded {what} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         return loaded
     where = f"{count} packages in {count} processes" if count > 1 else "a package"
     print(f"specdec: compiling {what} into {where} in {paths[0].parent} (once per machine and model; a minute or "
           "more on a small CPU) ...", file=sys.stderr, flush=True)
-    build = Build(programs, paths, start)
+    build = Build(programs, paths, start, what)
     return [functools.partial(build.run, i) for i in range(count)]
 
 
@@ -126,10 +126,10 @@ class Build:
     and loads them at its first call. Processes still running when this object is collected (or the
     interpreter exits) are stopped and their folder removed."""
 
-    def __init__(self, programs: list[tuple[nn.Module, tuple, object]], paths: list[Path], start: float):
+    def __init__(self, programs: list[tuple[nn.Module, tuple, object]], paths: list[Path], start: float, what: str):
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=f"build-{os.getpid()}-", dir=paths[0].parent))  # exported programs, logs
-        self.paths, self.start, self.workers = paths, start, []
+        self.paths, self.start, self.what, self.workers = paths, start, what, []
         self._finalizer = weakref.finalize(self, abandon, self.workers, self.folder)
         self._loaded: list | None = None
         self._failure: RuntimeError | None = None
@@ -172,7 +172,7 @@ class Build:
         finally:
             self._finalizer()
         loaded = [torch._inductor.aoti_load_package(str(path)) for path in self.paths]
-        print(f"specdec: done in {time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
+        print(f"specdec: built {self.what} in {time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
         return loaded
 
 
