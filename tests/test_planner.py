@@ -1,5 +1,6 @@
 """The cost-aware planner, the step-cost curve and the acceptance model, without a model."""
 
+import copy
 import math
 
 import pytest
@@ -159,6 +160,18 @@ def test_step_cost_learns_the_sizes_it_sees_and_bridges_the_others():
     assert cost(16) == pytest.approx(1.1, rel=0.03)  # the prior keeps a small weight
     assert cost(8) == pytest.approx(1.02 + 0.08 * 6 / 14, rel=0.02)  # between the two observed sizes
     assert cost(32) == pytest.approx(1.1 + 16 * PRIOR_SLOPE, rel=0.03)  # past them: the prior slope, no jump
+
+
+def test_step_cost_points_follow_every_observation():
+    """points() is kept between observations (the planner asks many times a step), never past one."""
+    cost = StepCost()
+    cost.observe([(1.0, 1)], 1.0)
+    for rows, seconds in [(4, 1.3), (4, 1.2), (16, 2.0), (1, 0.9)]:
+        before = cost.points()
+        cost.observe([(1.0, rows)], seconds)
+        fresh = copy.copy(cost)
+        fresh._points = None
+        assert cost.points() == fresh.points() != before
 
 
 def test_step_cost_puts_a_mixed_steps_error_on_the_rows_it_has_not_seen():

@@ -43,6 +43,7 @@ class StepCost:
     def __init__(self):
         self.means = [0.0] * len(GRID)  # T1 in seconds, then per grid point the mean observed ratio to T1
         self.weights = [0.0] * len(GRID)  # and their (capped) weight
+        self._points: tuple[tuple, tuple[float, ...]] | None = None  # (means and weights, points() of them)
 
     @classmethod
     def measured(cls, seconds: Callable[[int], float]) -> "StepCost":
@@ -75,17 +76,23 @@ class StepCost:
         points = self.points()
         return sum(fraction * self._at(points, rows) for fraction, rows in segments)
 
-    def points(self) -> list[float]:
-        """The estimate at every grid point: its observations blended with what its neighbours imply."""
+    def points(self) -> tuple[float, ...]:
+        """The estimate at every grid point: its observations blended with what its neighbours imply
+        (computed again only when an observation has changed them: the planner asks many times a step)."""
         if not self.ready:
             raise RuntimeError("StepCost used before a single-row step was observed")
+        state = (*self.means, *self.weights)
+        memo = getattr(self, "_points", None)
+        if memo is not None and memo[0] == state:
+            return memo[1]
         single = self.means[0]
         seen = [i for i in range(1, len(GRID)) if self.weights[i] > 0]
         estimates = [single]
         for i in range(1, len(GRID)):
             w = self.weights[i]
             estimates.append(single * (w * self.means[i] + PRIOR_WEIGHT * self._derived(i, seen)) / (w + PRIOR_WEIGHT))
-        return estimates
+        self._points = (state, tuple(estimates))
+        return self._points[1]
 
     def observe(self, segments: Segments, seconds: float) -> None:
         """One measured step: the grid points it depends on move towards it.
@@ -123,7 +130,7 @@ class StepCost:
         return [(i, 1 - w), (i + 1, w)]
 
     @classmethod
-    def _at(cls, points: list[float], rows: int) -> float:
+    def _at(cls, points: Sequence[float], rows: int) -> float:
         if rows > GRID[-1]:  # past the last point, with the last segment's slope
             slope = (points[-1] - points[-2]) / (GRID[-1] - GRID[-2])
             return points[-1] + slope * (rows - GRID[-1])
