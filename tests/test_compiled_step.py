@@ -19,6 +19,7 @@ from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec.decode.cache import TreeKVCache
 from specdec.decode.graphs import HeadProgram, StaticKVCache, padded_rows
+from specdec.decode import packages as packages_module
 from specdec.decode.packages import cache_dir, package_key
 from specdec.drafts.base import frozen_copy
 from tiny_models import ARCHS, prompt, tiny_model
@@ -153,6 +154,20 @@ def test_a_step_built_in_parts_decodes_exactly(parts, monkeypatch, capfd):
     else:
         assert sorted(name.split("-")[1] for name in names if name.endswith(f"of{parts}.pt2")) == [f"{i}of{parts}.pt2" for i in range(1, parts + 1)]
         assert f"into {parts} packages in {parts} processes" in capfd.readouterr().err
+
+
+def test_a_failed_build_says_why_at_every_call(monkeypatch):
+    """A build process that fails (here: a setting inductor does not know) raises with its log at the
+    package's first call and at every later one; nothing is left in the package folder."""
+    monkeypatch.setattr(packages_module, "INDUCTOR_CONFIGS", {**packages_module.INDUCTOR_CONFIGS, "no_such_setting": 1})
+    model = tiny_model("llama-gqa", seed=SHARED_SEED)
+    folder = cache_dir() / "steps"
+    before = sorted(folder.iterdir()) if folder.is_dir() else []
+    specdec.patch(model, compile=True)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="(?s)building a compiled package failed.*no_such_setting"):
+            greedy(model, repeated(model, 3), 5)
+    assert sorted(folder.iterdir()) == before
 
 
 @pytest.mark.parametrize("rows,capacity", [(1, 300), (2, 259), (5, 700)])
