@@ -20,8 +20,8 @@ Python ints, so no graph could be reused from one step to the next. This step is
   compiled ahead of time by AOTInductor with freezing (the weights as constants, GEMMs on
   oneDNN/MKL-packed weights, linears of one input concatenated) into packages on disk
   (:mod:`specdec.decode.packages`), one per range of layers (:class:`StepPart`), built in parallel
-  processes and run one after the other; every later process loads them in seconds. On CUDA it is ``torch.compile``'d (``fullgraph=True``, the same two
-  dimensions dynamic) and run as CUDA graphs. Either way one program serves every step of every
+  processes and run one after the other; every later process loads them in seconds. On CUDA it
+  is ``torch.compile``'d (``fullgraph=True``, the same two dimensions dynamic) and run as CUDA graphs. Either way one program serves every step of every
   request. The LM head and verification stay outside, as in the eager step.
 
 A draft source's network pass between steps (the token-aware head's

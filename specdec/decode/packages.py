@@ -18,8 +18,9 @@ in the user's process, so nothing of inductor's (not thread-safe) state is touch
 Packages live in :func:`cache_dir` (``$SPECDEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/specdec`` or
 ``~/.cache/specdec``), under ``steps/``, one set per :func:`package_key`: the weights' bytes, the model's
 config and dtype, the code that is traced (this package's and transformers' versions and the
-sources of the traced modules), torch's version, the inductor settings and the CPU's instruction set. A step's packages together are about
-the size of the model's weights (SmolLM2-135M fp32: 543 MB); delete the folder to free the space.
+sources of the traced modules), torch's version, the inductor settings and the CPU's instruction
+set. A step's packages together are about the size of the model's weights (SmolLM2-135M fp32:
+521 MB); delete the folder to free the space.
 """
 
 import functools
