@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from bench.common import RESULTS, device_names, environment
 from specdec.demo import DEMOS
 
@@ -54,7 +56,7 @@ def main() -> None:
         runs[which] = {**json.loads(done.stdout.strip().splitlines()[-1]),
                        "progress": [line for line in done.stderr.splitlines() if line.startswith("specdec:")]}
         print(which, json.dumps(runs[which], indent=1), flush=True)
-    name, slug = device_names(__import__("torch").device("cpu"))
+    name, slug = device_names(torch.device("cpu"))
     path = args.out / f"cold-start-{args.model}-{slug}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"device": name, **environment(), "model": args.model, "command": " ".join(sys.argv), **runs}, indent=2) + "\n")

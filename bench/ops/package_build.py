@@ -30,9 +30,11 @@ import torch
 from bench.common import RESULTS, device_names, environment, write_csv
 from bench.ops.compiled_step import loaded, step_fn
 from bench.ops.step_timing import median_ms
+from specdec import DraftSource
 from specdec.decode import packages
 from specdec.decode.graphs import CompiledStep
 from specdec.decode.packing import PackedWeights
+from specdec.decode.tree import StepLayout
 from specdec.demo import DEMOS
 
 FREEZING = {"freezing": True}
@@ -108,23 +110,15 @@ def time_steps(model_name: str, settings: list[str], rows: tuple, rounds: int, p
             for r in rows:
                 for setting, step in steps.items():
                     table[(setting, r)].append(median_ms(step_fn(step, parts, tokens, prefix, r, tokens.device), tokens.device, repeats=5))
-    deviation = {}
-    layout_rows = max(rows)
-    first = None
-    for setting, step in steps.items():
-        step.truncate(prefix)
-        hidden = step_hidden(step, tokens, prefix, layout_rows)
-        first = hidden if first is None else first
-        deviation[setting] = (hidden - first).abs().max().item()
+    hidden = {setting: step_hidden(step, tokens, prefix, max(rows)) for setting, step in steps.items()}
+    first = hidden[settings[0]]
+    deviation = {setting: (h - first).abs().max().item() for setting, h in hidden.items()}
     return [{"setting": s, "rows": r, "step_ms": statistics.median(table[(s, r)]), "max_abs_dev_vs_first": deviation[s]}
             for s in settings for r in rows]
 
 
 def step_hidden(step, tokens: torch.Tensor, prefix: int, rows: int) -> torch.Tensor:
     """The step's final-normed hidden states ``[rows, d]`` for a chain of ``rows`` rows after ``prefix``."""
-    from specdec import DraftSource
-    from specdec.decode.tree import StepLayout
-
     layout = StepLayout.of(tuple(range(rows - 1)), (), 0, tokens.device)
     hidden, _ = step.forward(DraftSource(), layout, tokens[prefix : prefix + 1], tokens[prefix + 1 : prefix + rows], prefix)
     return hidden
