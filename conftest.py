@@ -1,4 +1,4 @@
-"""Run Triton kernels interpreted when there is no GPU; compiled steps cached in a temporary folder; the ``one_thread`` fixture.
+"""Run Triton kernels interpreted when there is no GPU; one torch thread per xdist worker; compiled steps cached in a temporary folder; the ``one_thread`` fixture.
 
 TRITON_INTERPRET is read when ``@triton.jit`` decorates a kernel, so it must be
 set before ``specdec.kernels`` is imported; pytest loads this file first.
@@ -11,6 +11,13 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``) the workers share the machine's cores: torch takes one
+    thread in each, so that no worker's threads wait on another's."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

