@@ -9,7 +9,7 @@ from drafting import perturbed_predictor
 from kernel_utils import case_generator
 from near_tie import assert_greedy_equivalent
 from specdec import kernels
-from specdec.decode.packing import PackedWeights, PlainWeights, fits_in_memory
+from specdec.decode.packing import TRIES, LinearChoice, PackedWeights, PlainWeights, fits_in_memory
 from specdec.kernels import packed as packed_op
 from tiny_models import ARCHS, prompt, tiny_model
 
@@ -100,6 +100,39 @@ def test_active_runs_linears_packed_and_restores_them():
             with packs.active(layers, head):
                 raise RuntimeError("inside")
         assert not any("forward" in m.__dict__ for m in linears)
+
+
+def test_each_shape_and_row_count_runs_the_linear_its_calls_timed_faster(request, monkeypatch):
+    """On a clock where a packed linear of 1-2 rows takes 3 units and every other call 1, inputs of
+    1-2 rows run as stored and the rest packed (ties go to packed), learned per weight shape; every
+    output is ``F.linear``'s, while timing and after."""
+    now, packed_calls = [0.0], []
+    real = kernels.packed_linear
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    def slow_below_three_rows(x, packed, bias=None):
+        packed_calls.append(x.numel() // x.shape[-1])
+        if x.numel() // x.shape[-1] <= 2:
+            now[0] += 2.0
+        return real(x, packed, bias)
+
+    monkeypatch.setattr(kernels, "packed_linear", slow_below_three_rows)
+    choice, g = LinearChoice(clock), case_generator(request)
+    weights = [torch.randn(24, 40, generator=g), torch.randn(40, 24, generator=g)]
+    packs = [kernels.pack(w) for w in weights]
+    for rows in (1, 2, 3, 5, 8):
+        for _ in range(2 * TRIES):
+            for w, p in zip(weights, packs):
+                x = torch.randn(1, rows, w.shape[1], generator=g)
+                torch.testing.assert_close(choice.linear(x, w, p, None), F.linear(x, w), atol=1e-5, rtol=1e-5)
+    assert choice.packed == {(tuple(w.shape), torch.float32, rows): rows >= 4 for w in weights for rows in (1, 2, 4, 8)}
+    packed_calls.clear()
+    for rows in (1, 2, 6):
+        choice.linear(torch.randn(rows, 40, generator=g), weights[0], packs[0], None)
+    assert packed_calls == [6]  # decided: no more timing, each way where it won
 
 
 def test_patching_again_packs_nothing_again(monkeypatch):

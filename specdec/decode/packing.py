@@ -5,9 +5,16 @@ weight of the decoder layers, of the LM head and of the draft vocabulary's rows 
 checks every weight again (the same tensor, alive; its storage, in-place version, dtype, device)
 and repacks what changed, so a model edited after ``patch()`` is never decoded with stale weights,
 nor a draft head's fresh copy with the pack of a freed copy whose id and memory it took. Inside :meth:`active`, the
-decoder layers' linears run :func:`specdec.kernels.packed_linear` (their ``forward`` is overridden
-on the instance, and restored on exit) and the LM-head ops use the packed head
+decoder layers' linears run :func:`specdec.kernels.packed_linear` or ``F.linear``, whichever
+:class:`LinearChoice` found faster for their shape and row count (their ``forward`` is overridden
+on the instance, and restored on exit), and the LM-head ops use the packed head
 (:func:`specdec.kernels.packed_scope`); outside it the model is untouched.
+
+Which of the two linears is faster depends on the CPU, so neither is a default: SmolLM2-135M's 211
+step GEMMs (``python -m bench.ops.packed``, 2 threads, fp32) took 29.4 ms packed against 49.0 ms
+with ``F.linear`` at 1 row on an AMD EPYC, but 31.3 ms against 22.8 ms on an Intel Xeon (AMX),
+where packing only pays from 4 rows (33.0 against 40.1 ms). The LM head runs packed on both (on the
+Xeon 0.99x of ``F.linear`` at 1 row, 0.43-0.67x at 4-16 rows): it is not chosen.
 
 The packed copies cost the weights' bytes again: :func:`fits_in_memory` refuses to pack when that
 would take more than half of the memory the system reports available.
@@ -15,20 +22,59 @@ would take more than half of the memory the system reports available.
 
 import contextlib
 import functools
+import statistics
+import time
 import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
+
+TRIES = 4  # timed calls of each linear per (weight shape, dtype, row bucket) before one is chosen
 
 
 def _key(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape)
 
 
-def _packed_forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return kernels.packed_linear(x, packed, module.bias)
+class LinearChoice:
+    """Whether a linear runs packed (:func:`specdec.kernels.packed_linear`) or as stored
+    (``F.linear``), learned from the decoding calls themselves (see the module docstring).
+
+    Per key (the weight's shape and dtype, the input's rows rounded up to a power of two), the first
+    calls alternate between the two ways and are timed, :data:`TRIES` of each; then the one of the
+    lower median runs (packed on a tie). Layers of one shape share a key, so one step (or prefill)
+    of a new row count decides it for all of them; nothing runs that decoding does not need.
+    ``clock`` is the timer (seconds).
+    """
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.packed: dict[tuple, bool] = {}  # key -> whether the packed linear won
+        self._timed: dict[tuple, tuple[list[float], list[float]]] = {}  # key -> (F.linear's seconds, packed's)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``F.linear(x, weight, bias)`` (``x [..., in]``), run the chosen way (``packed = pack(weight)``)."""
+        rows = x.numel() // x.shape[-1]
+        key = (tuple(weight.shape), weight.dtype, 1 << max(rows - 1, 0).bit_length())
+        won = self.packed.get(key)
+        if won is not None:
+            return kernels.packed_linear(x, packed, bias) if won else F.linear(x, weight, bias)
+        times = self._timed.setdefault(key, ([], []))
+        use = len(times[1]) <= len(times[0])
+        start = self.clock()
+        out = kernels.packed_linear(x, packed, bias) if use else F.linear(x, weight, bias)
+        times[use].append(self.clock() - start)
+        if min(len(times[0]), len(times[1])) >= TRIES:
+            self.packed[key] = statistics.median(times[1]) <= statistics.median(times[0])
+            self._timed.pop(key, None)
+        return out
+
+
+def _chosen_forward(choice: LinearChoice, module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return choice.linear(x, module.weight, packed, module.bias)
 
 
 def available_memory() -> int | None:
@@ -57,6 +103,7 @@ class PackedWeights:
 
     def __init__(self):
         self._packs: dict[int, tuple[tuple, torch.Tensor, weakref.ref]] = {}  # id(weight) -> (key, packed, the weight)
+        self.choice = LinearChoice()  # kept across calls: each shape and row count is timed once per process
 
     def __getstate__(self):
         return {}  # packed (oneDNN) tensors cannot be copied or pickled: a copy packs again at its first call
@@ -91,10 +138,11 @@ class PackedWeights:
 
     @contextlib.contextmanager
     def active(self, layers, lm_head: torch.Tensor, vocabulary=None):
-        """Run ``layers``' linears, the LM head and ``vocabulary``'s rows of it packed inside the ``with``."""
+        """Inside the ``with``: ``layers``' linears run as :attr:`choice` picks (packed or as stored),
+        the LM head and ``vocabulary``'s rows of it packed."""
         fresh: dict = {}
         modules = self.linears(layers)
-        forwards = [(m, functools.partial(_packed_forward, m, self._packed(m.weight, fresh))) for m in modules]
+        forwards = [(m, functools.partial(_chosen_forward, self.choice, m, self._packed(m.weight, fresh))) for m in modules]
         heads = [lm_head] + ([vocabulary.rows(lm_head)[0]] if vocabulary is not None else [])
         pairs = [(w, self._packed(w, fresh)) for w in heads if kernels.packable(w)]
         self._packs = fresh  # packs of weights no longer in the model are dropped
