@@ -28,7 +28,7 @@ from transformers.generation import GenerationMode
 
 from .decode.attention import WRAPPABLE, ensure_wrapped, unwrapped_name, wrapped_name
 from .decode.cost import StepCost
-from .decode.graphs import CompiledStep
+from .decode.graphs import CompiledStep, compile_refusal
 from .decode.loop import EagerStep, ModelParts, speculative_generate
 from .decode.packing import PackedWeights, PlainWeights
 from .decode.warmup import time_steps
@@ -120,8 +120,9 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
             again, for the model's life, and are skipped when that is not free);
             elsewhere the step as ``False``. ``False``: the model's weights as stored. ``True``: the
             step as one compiled program over a cache of fixed addresses
-            (:mod:`specdec.decode.graphs`), for draft sources without pseudo rows or an early exit
-            (n-gram lookup, the token-aware head). On a CPU the program is built once per machine and
+            (:mod:`specdec.decode.graphs`), for every draft source but those with an early exit,
+            pseudo-row adapters or pseudo rows entering before the first layer (n-gram lookup, the
+            token-aware head, FIRP maps without adapters). On a CPU the program is built once per machine and
             model by AOTInductor into a package on disk (:mod:`specdec.decode.packages`; about the
             weights' size, in ``$SPECDEC_CACHE_DIR`` or ``~/.cache/specdec``), at the first call or
             in :func:`warmup`, with a progress line on stderr (a minute or two for SmolLM2-135M on 2
@@ -144,11 +145,9 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
     check_backend(backend)
     if not (compile is False or compile is True or (isinstance(compile, str) and compile == "auto")):
         raise ValueError(f"compile must be 'auto', True or False, got {compile!r}")
-    if compile is True and (source.k or source.exit_layer is not None):
-        raise ValueError(
-            "compile=True covers draft sources without pseudo rows or an early exit (n-gram lookup, the "
-            f"token-aware head); this {type(source).__name__} has them: use compile='auto' or False"
-        )
+    refused = compile_refusal(source, model.config.num_hidden_layers) if compile is True else None
+    if refused is not None:
+        raise ValueError(f"compile=True does not cover draft sources with {refused}, which this {type(source).__name__} has: use compile='auto' or False")
     static = not (isinstance(tree, str) and tree == "auto")
     if static and not source.depth:
         raise ValueError("static trees draft from ranked candidates (pseudo rows or an early exit), and this source has none: use tree='auto'")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 import specdec
-from drafting import perturbed_head
+from drafting import perturbed_head, perturbed_predictor
 from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec.decode.cache import TreeKVCache
@@ -195,11 +195,42 @@ def test_the_heads_compiled_pass_is_its_eager_pass(rows, capacity):
         torch.testing.assert_close(compiled[:, :, : start + rows], eager[:, :, : start + rows], atol=1e-5, rtol=1e-5)
 
 
-def test_compile_true_refuses_sources_with_pseudo_rows():
+def test_pseudo_rows_run_through_the_compiled_step(monkeypatch, capfd):
+    """FIRP maps reading two layers (states captured after layer 0, pseudo rows entering after layer
+    2): the program leaves off after both, in three parts, and the source writes the pseudo rows
+    between them. Decoding is exact under auto and static trees, with pseudo rows in the steps, and
+    FIRP alone drafts about as well as on the eager step (wrong pseudo rows would draft nothing)."""
+    model = tiny_model("llama-gqa", seed=SHARED_SEED)
+    predictor = perturbed_predictor(model, layer=2, k=2, map="multi", earlier_layer=0)
+    requests = [(repeated(model, 11), 40), (prompt(model, 20, 12), 30)]
+    expected = [greedy(model, ids, new) for ids, new in requests]
+    pin_cost(model, monkeypatch, flat)
+    accepted = {}
+    for source, tree, compile in [(predictor, "auto", True), (specdec.FIRPDrafts(predictor), "default", True), (specdec.FIRPDrafts(predictor), "default", False)]:
+        specdec.patch(model, source, tree=tree, compile=compile)
+        for (ids, new), plain in zip(requests, expected):
+            assert_greedy_equivalent(model, plain, greedy(model, ids, new))
+            run = specdec.stats(model)
+            assert run.fallback is None and run.step == ("compiled" if compile else "eager")
+            assert sum(rows - nodes - 1 for rows, nodes in zip(run.rows, run.nodes)) > 0  # pseudo rows ran
+            accepted[tree, compile] = accepted.get((tree, compile), 0) + sum(run.accepted)
+    assert accepted["auto", True] > 0 and accepted["default", True] >= 0.8 * accepted["default", False] > 0
+    assert len(list((cache_dir() / "steps").glob("*-3of3.pt2"))) == 1  # layers 0 | 1-2 | 3 (the core count's two parts are cut by the stops)
+    assert len(re.findall(r"specdec: (built|loaded) the step in", capfd.readouterr().err)) == 1
+
+
+def test_compile_true_refuses_what_its_step_cannot_run():
+    """Early exits, pseudo-row adapters, and pseudo rows entering before layer 0 (mask slots) or read
+    from the embeddings change the layers or leave off where the program does not."""
     model = tiny_model("llama-gqa")
-    predictor = specdec.FuturePredictor.for_model(model, layer=1, k=2)
-    for source in (predictor, specdec.FIRPDrafts(predictor)):
-        with pytest.raises(ValueError, match="compile=True covers draft sources without pseudo rows"):
+    refused = {
+        "pseudo-row adapters": specdec.FuturePredictor.for_model(model, layer=1, k=2, adapter_rank=2),
+        "entering after layer -1": specdec.MaskDrafts.for_model(model, k=2),
+        "read from the embeddings": specdec.MultiLayerPredictor.for_model(model, layer=1, k=2, earlier_layer=-1),
+        "an early exit": specdec.EarlyExitDrafts.for_model(model, layer=1),
+    }
+    for reason, source in refused.items():
+        with pytest.raises(ValueError, match=f"compile=True does not cover draft sources with .*{reason}"):
             specdec.patch(model, source, compile=True)
     assert not specdec.is_patched(model)
 

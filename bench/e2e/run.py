@@ -122,9 +122,11 @@ def methods(args, model, predictor):
         table["specdec auto (defaults), compile=False"] = (lambda: patch(model, predictor, backend=args.backend, compile=False), {})
     if args.own_plain:  # the package's plain step (a source that never drafts): efficiency = speedup over it / tau
         table["specdec plain step (no drafts)"] = (lambda: patch(model, DraftSource(), backend=args.backend), {})
-    if args.compiled:  # compile=True (specdec.decode.graphs): its plain step, and lookup with the head when one is given
+    if args.compiled:  # compile=True (specdec.decode.graphs): its plain step, lookup alone, the defaults (FIRP + lookup); the head below
         table["specdec plain step (no drafts), compile=True"] = (lambda: patch(model, DraftSource(), backend=args.backend, compile=True), {})
         table["specdec auto, lookup only, compile=True"] = (lambda: patch(model, backend=args.backend, compile=True), {})
+        if graphs.compile_refusal(LookupDrafts(predictor), model.config.num_hidden_layers) is None:  # FIRP's pseudo rows through the program
+            table["specdec auto (defaults), compile=True"] = (lambda: patch(model, predictor, backend=args.backend, compile=True), {})
     if args.zero_training:  # patch(model): n-gram lookup alone, nothing trained
         runs.append(("auto", None, ", no predictor (lookup only)"))
     if predictor.draft_vocab is not None:  # what its draft vocabulary saves: the same without it
@@ -332,7 +334,7 @@ def main() -> None:
     parser.add_argument("--eager-step", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the defaults with compile=False (the step on the weights as stored)")
     parser.add_argument("--compiled", action="store_true",
-                        help="also run compile=True (the compiled step): its plain step, lookup alone, and with --head the head + lookup")
+                        help="also run compile=True (the compiled step): its plain step, lookup alone, the defaults (FIRP + lookup) where compile=True covers the predictor, and with --head the head + lookup")
     parser.add_argument("--own-plain", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the package's own plain step (a draft source that never drafts) on the default step")
     parser.add_argument("--prompt-lookup", type=int, default=10, help="HF prompt_lookup_num_tokens (0: skip)")

@@ -8,7 +8,7 @@ Python ints, so no graph could be reused from one step to the next. This step is
   more than ``C`` positions). A step writes its rows at slots ``prefix + 0..S-1`` by indexed
   assignment (a tensor ``prefix``), then :meth:`StaticKVCache.compact` moves the accepted rows down, as the eager
   cache does.
-* The program (:func:`static_forward`: embedding, the model's decoder layers, final norm) takes the
+* The program (:func:`static_range` over all layers: embedding, the model's decoder layers, final norm) takes the
   prefix length as a 0-d tensor and the tree as a bool visibility ``[S, S]``; it builds the mask over
   all ``C`` slots in the graph (:class:`~specdec.decode.attention.StaticAttention`), so neither the
   text's growth nor the tree's shape changes the graph. Rows are padded to at least 2 (one size-1
@@ -27,9 +27,12 @@ Python ints, so no graph could be reused from one step to the next. This step is
 A draft source's network pass between steps (the token-aware head's
 :meth:`~specdec.drafts.head.network.TokenHead.forward`, over a cache of its own of fixed size) is
 compiled on a CPU the same way (:class:`HeadProgram`, a package per head) and reaches the source
-through :meth:`StaticStep.run_network`. Draft sources with pseudo rows or an early exit (FIRP, mask
-slots, early-layer guesses) change the rows mid-pass; this step does not cover them
-(``patch(..., compile=True)`` refuses them). Prefill
+through :meth:`StaticStep.run_network`. Pseudo rows (FIRP) enter mid-pass: for such a source the
+program leaves off after the transfer layer (and the layer whose states the maps read too,
+:func:`source_stops`), the source writes the pseudo rows there eagerly, and the program goes on
+over every row (:meth:`StaticStep.forward`). Early exits, pseudo-row adapters and pseudo rows
+entering before layer 0 (mask slots) would change the layers themselves: ``patch(...,
+compile=True)`` refuses them (:func:`compile_refusal`). Prefill
 runs eagerly (the prompt's length would otherwise be a graph shape) into a temporary cache whose
 rows are then copied into the static one.
 """
@@ -116,18 +119,21 @@ class StaticKVCache:
             move_rows(self.keys + self.values, prefix_len, keep)
 
 
-def static_forward(parts: ModelParts, cache: StaticKVCache, tokens, positions, prefix_len, visibility) -> torch.Tensor:
-    """The program: final-normed hidden states ``[S, d]`` of rows ``tokens [S]`` (int64) at ``positions [S]``
-    (int64) over the ``prefix_len`` (int64, 0-d) cached positions, row ``i`` seeing step row ``j``
-    where ``visibility[i, j]`` (bool ``[S, S]``). Writes the rows' keys and values at slots
-    ``prefix_len + 0..S-1`` of ``cache``. No host reads, no branch on tensor values."""
-    hidden = parts.embed(tokens)[None]
-    hidden = static_layers(parts, cache, hidden, positions, prefix_len, visibility, range(len(parts.layers)))
-    return parts.norm(hidden[0])
+def static_range(parts: ModelParts, cache: StaticKVCache, inputs, positions, prefix_len, visibility, layers: range) -> torch.Tensor:
+    """The program over decoder layers ``layers`` (the whole program over all of them): the rows'
+    tokens ``[S]`` (int64) when ``layers`` starts at 0, embedded here, else their hidden states
+    ``[1, S, d]``; at ``positions [S]`` (int64) over the ``prefix_len`` (int64, 0-d) cached
+    positions, row ``i`` seeing step row ``j`` where ``visibility[i, j]`` (bool ``[S, S]``). Writes the
+    rows' keys and values at slots ``prefix_len + 0..S-1`` of ``cache``'s layers ``layers``. Returns the
+    final-normed ``[S, d]`` when ``layers`` ends at the last layer, else ``[1, S, d]``. No host reads,
+    no branch on tensor values."""
+    hidden = parts.embed(inputs)[None] if layers.start == 0 else inputs
+    hidden = static_layers(parts, cache, hidden, positions, prefix_len, visibility, layers)
+    return parts.norm(hidden[0]) if layers.stop == len(parts.layers) else hidden
 
 
 def static_layers(parts: ModelParts, cache: StaticKVCache, hidden, positions, prefix_len, visibility, layers: range) -> torch.Tensor:
-    """Decoder layers ``layers`` of :func:`static_forward` on ``hidden [1, S, d]``; returns ``[1, S, d]``."""
+    """Decoder layers ``layers`` of :func:`static_range` on ``hidden [1, S, d]``; returns ``[1, S, d]``."""
     rows = hidden.shape[1]
     capacity = cache.keys[layers.start].shape[2]
     slot = torch.arange(capacity, device=hidden.device)
@@ -151,10 +157,9 @@ def weights_key(parts: ModelParts) -> tuple:
 
 
 class StepPart(nn.Module):
-    """Layers ``layers`` of :func:`static_forward` as a module (what ``torch.export`` takes) over the
-    model's own modules, the cache's buffers of those layers passed in: the first part takes the
-    tokens ``[S]`` (int64) and embeds them, the last returns the final-normed ``[S, d]``, any other
-    takes and returns hidden states ``[1, S, d]``. Over all layers it is the whole program."""
+    """:func:`static_range` over layers ``layers`` as a module (what ``torch.export`` takes) over the
+    model's own modules, the cache's buffers of those layers passed in. Over all layers it is the
+    whole program."""
 
     def __init__(self, parts: ModelParts, layers: range):
         super().__init__()
@@ -167,25 +172,58 @@ class StepPart(nn.Module):
     def forward(self, inputs, positions, prefix, visibility, keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
         before = [None] * self.range.start  # the layers index the cache by their own number
         cache = StaticKVCache(before + list(keys), before + list(values))
-        hidden = inputs if self.embed is None else self.embed(inputs)[None]
-        hidden = static_layers(self.parts, cache, hidden, positions, prefix, visibility, self.range)
-        return hidden if self.norm is None else self.norm(hidden[0])
+        return static_range(self.parts, cache, inputs, positions, prefix, visibility, self.range)
 
 
-def layer_ranges(layers: int, count: int) -> list[range]:
-    """``count`` consecutive ranges covering ``layers`` layers, their sizes within one of each other."""
-    bounds = [layers * i // count for i in range(count + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+def compile_refusal(source, num_layers: int) -> str | None:
+    """Why the compiled step cannot run draft ``source`` on a model of ``num_layers`` layers, or None:
+    it runs pseudo rows that enter after a decoder layer, but not rows that enter before the first
+    (mask slots), states captured before it, pseudo-row adapters (they change the layers, which are
+    the program's) or an early exit."""
+    if source.exit_layer is not None:
+        return "an early exit"
+    if source.k and not 0 <= source.layer < num_layers - 1:
+        return f"pseudo rows entering after layer {source.layer} (the compiled step takes them after layer 0..{num_layers - 2})"
+    if source.k and source.capture_layer is not None and source.capture_layer < 0:
+        return "pseudo rows read from the embeddings"
+    if source.has_adapters:
+        return "pseudo-row adapters"
+    return None
+
+
+def source_stops(source, num_layers: int) -> tuple[int, ...]:
+    """Layers where a step of ``source`` leaves the program: before the layer its pseudo rows enter
+    (:attr:`~specdec.drafts.DraftSource.layer` + 1) and the one whose output they read as well
+    (:attr:`~specdec.drafts.DraftSource.capture_layer` + 1); none for a source without pseudo rows."""
+    if not source.k:
+        return ()
+    return tuple(sorted({at for at in (source.layer + 1, None if source.capture_layer is None else source.capture_layer + 1) if at is not None and at < num_layers}))
+
+
+def layer_ranges(layers: int, count: int, stops: tuple[int, ...] = ()) -> list[range]:
+    """Consecutive ranges covering ``layers`` layers, one ending at each of ``stops``, ``count`` of them
+    where there are fewer stops: each segment between stops is cut into ranges whose sizes are within
+    one of each other, the next range going to the segment of the most layers per range."""
+    cuts = [0, *sorted(set(stop for stop in stops if 0 < stop < layers)), layers]
+    segments = list(zip(cuts, cuts[1:]))
+    shares = [1] * len(segments)
+    for _ in range(count - len(segments)):
+        widest = max(range(len(segments)), key=lambda i: (segments[i][1] - segments[i][0]) / shares[i])
+        if segments[widest][1] - segments[widest][0] <= shares[widest]:
+            break  # every range is one layer
+        shares[widest] += 1
+    return [range(a + (b - a) * i // n, a + (b - a) * (i + 1) // n) for (a, b), n in zip(segments, shares) for i in range(n)]
 
 
 class PackagedProgram:
-    """The program on a CPU: :func:`static_forward` compiled ahead of time with inductor's freezing (the
+    """The program on a CPU: :func:`static_range` compiled ahead of time with inductor's freezing (the
     weights as constants, GEMMs on oneDNN-packed weights) into packages on disk, one per range of
-    layers (:func:`~specdec.decode.packages.build_parts`, built in parallel processes:
-    :mod:`specdec.decode.packages`), loaded from there by any later process and run one after the
-    other. One program per model and state of its weights (the package key hashes their bytes)."""
+    layers (:func:`layer_ranges`: one per build process, :func:`~specdec.decode.packages.build_parts`,
+    and one ending at each of the source's ``stops``), built in parallel processes
+    (:mod:`specdec.decode.packages`), loaded from there by any later process and run one after the
+    other. One program per model, state of its weights and stops (the package key hashes them)."""
 
-    def __init__(self, key: tuple, parts: ModelParts):
+    def __init__(self, key: tuple, parts: ModelParts, stops: tuple[int, ...] = ()):
         layer = parts.layers[0].self_attn
         dims = (len(parts.layers), layer.config.num_key_value_heads, layer.head_dim)
         rows, capacity = 8, 2 * CAPACITY_STEP  # the example: sizes no dimension takes otherwise
@@ -196,7 +234,7 @@ class PackagedProgram:
                   torch.ones(rows, rows, dtype=torch.bool, device=weight.device).tril())
         r = torch.export.Dim("rows", min=MIN_ROWS, max=packages.MAX_ROWS)
         c = torch.export.Dim("capacity", min=CAPACITY_STEP, max=packages.MAX_CAPACITY)
-        self.ranges = layer_ranges(dims[0], packages.build_parts(dims[0]))
+        self.ranges = layer_ranges(dims[0], packages.build_parts(dims[0]), stops)
         programs = []
         for layers in self.ranges:
             inputs = tokens if layers.start == 0 else weight.new_zeros(1, rows, weight.shape[1])
@@ -204,44 +242,62 @@ class PackagedProgram:
             shapes = ({0: r} if layers.start == 0 else {1: r}, {0: r}, None, {0: r, 1: r}, [{2: c}] * len(layers), [{2: c}] * len(layers))
             programs.append((StepPart(parts, layers).eval(), example, shapes))
         self.key = key
-        self.runs = packages.load_or_build(programs, packages.package_key(StepPart(parts, range(dims[0])), TRACED_FILES))
+        whole = StepPart(parts, range(dims[0]))
+        self.runs = packages.load_or_build(programs, packages.package_key(whole, TRACED_FILES, [(p.start, p.stop) for p in self.ranges]))
 
-    def __call__(self, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
-        hidden = tokens
-        for layers, run in zip(self.ranges, self.runs):
-            hidden = run(hidden, positions, prefix, visibility, cache.keys[layers.start : layers.stop], cache.values[layers.start : layers.stop])
+    def __call__(self, cache: StaticKVCache, inputs, positions, prefix, visibility, layers: range) -> torch.Tensor:
+        """:func:`static_range` over ``layers``, which starts and ends where the program's ranges do."""
+        runs = [(part, run) for part, run in zip(self.ranges, self.runs) if layers.start <= part.start and part.stop <= layers.stop]
+        if not runs or runs[0][0].start != layers.start or runs[-1][0].stop != layers.stop:
+            raise ValueError(f"layers {layers.start}..{layers.stop - 1} do not start and end where the program's parts do: {self.ranges}")
+        hidden = inputs
+        for part, run in runs:
+            hidden = run(hidden, positions, prefix, visibility, cache.keys[part.start : part.stop], cache.values[part.start : part.stop])
         return hidden
 
 
+def compiled_range(parts: ModelParts, layers: range):
+    """:func:`static_range` over ``layers`` through ``torch.compile`` (``fullgraph``, run as CUDA graphs),
+    a code object of its own (dynamo keeps its graphs on the code object, which every closure of one
+    function shares)."""
+
+    def forward(cache, inputs, positions, prefix, visibility):
+        return static_range(parts, cache, inputs, positions, prefix, visibility, layers)
+
+    forward = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__, None, forward.__closure__)
+    return torch.compile(forward, fullgraph=True, mode="reduce-overhead")
+
+
 class GraphProgram:
-    """The program on CUDA: :func:`static_forward` through ``torch.compile`` (``fullgraph``, the rows
+    """The program on CUDA: :func:`static_range` through ``torch.compile`` (``fullgraph``, the rows
     and the capacity dynamic), run as CUDA graphs (``mode="reduce-overhead"``: one per padded row
-    count, reading the weights in place). Each program compiles a code object of its own, so
+    count, reading the weights in place), one compiled function per segment between the source's
+    ``stops`` (the whole step for most sources). Each program compiles code objects of its own, so
     dynamo's cache of graphs belongs to one model and state of its weights."""
 
-    def __init__(self, key: tuple, parts: ModelParts):
-        def forward(cache, tokens, positions, prefix, visibility):
-            return static_forward(parts, cache, tokens, positions, prefix, visibility)
-
-        # Every closure of `forward` shares one code object, where dynamo keeps its graphs: a copy of it.
-        forward = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__, None, forward.__closure__)
-        self.compiled = torch.compile(forward, fullgraph=True, mode="reduce-overhead")
+    def __init__(self, key: tuple, parts: ModelParts, stops: tuple[int, ...] = ()):
+        self.compiled = {layers: compiled_range(parts, layers) for layers in layer_ranges(len(parts.layers), 1, stops)}
         self.key = key
-        self.seen: set[int] = set()  # row counts recorded
+        self.seen: set[tuple[range, int]] = set()  # (layers, row count) recorded
 
-    def __call__(self, cache: StaticKVCache, tokens, positions, prefix, visibility) -> torch.Tensor:
-        for tensor in (tokens, positions, visibility):  # the rows are symbolic (the cache marks its capacity)
+    def __call__(self, cache: StaticKVCache, inputs, positions, prefix, visibility, layers: range) -> torch.Tensor:
+        compiled = self.compiled.get(layers)
+        if compiled is None:
+            raise ValueError(f"layers {layers.start}..{layers.stop - 1} are not one of the program's segments: {list(self.compiled)}")
+        rows = positions.shape[0]
+        for tensor in (positions, visibility):  # the rows are symbolic (the cache marks its capacity)
             torch._dynamo.mark_dynamic(tensor, 0)
         torch._dynamo.mark_dynamic(visibility, 1)
+        torch._dynamo.mark_dynamic(inputs, 0 if layers.start == 0 else 1)
         torch.compiler.cudagraph_mark_step_begin()
-        rows = tokens.shape[0]
-        if rows in self.seen:
-            return self.compiled(cache, tokens, positions, prefix, visibility).clone()  # a replay overwrites its outputs
-        print(f"specdec: recording the step's CUDA graph for {rows} rows ...", file=sys.stderr, flush=True)
+        if (layers, rows) in self.seen:
+            return compiled(cache, inputs, positions, prefix, visibility).clone()  # a replay overwrites its outputs
+        what = f"the step's CUDA graph for {rows} rows" + ("" if len(self.compiled) == 1 else f" (layers {layers.start}-{layers.stop - 1})")
+        print(f"specdec: recording {what} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        hidden = self.compiled(cache, tokens, positions, prefix, visibility).clone()
-        print(f"specdec: recorded the step's CUDA graph for {rows} rows in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-        self.seen.add(rows)
+        hidden = compiled(cache, inputs, positions, prefix, visibility).clone()
+        print(f"specdec: recorded {what} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        self.seen.add((layers, rows))
         return hidden
 
 
@@ -327,15 +383,16 @@ class CompiledStep:
         """Free the static cache (the programs stay)."""
         self._cache = None
 
-    def program(self, parts: ModelParts) -> "PackagedProgram | GraphProgram":
-        """The program for the model's device, made afresh when its weights changed since it compiled."""
-        key, device_type = weights_key(parts), parts.embed.weight.device.type
+    def program(self, parts: ModelParts, stops: tuple[int, ...] = ()) -> "PackagedProgram | GraphProgram":
+        """The program for the model's device that leaves off at ``stops`` (:func:`source_stops`), made
+        afresh when its weights or the stops changed since it was made."""
+        key, device_type = (weights_key(parts), stops), parts.embed.weight.device.type
         if device_type not in PROGRAMS:
             raise ValueError(f"compile=True runs on a CPU or CUDA, not on {device_type!r}")
         program = self._programs.get(device_type)
         if program is None or program.key != key:
             self._programs.pop(device_type, None)  # free the old program first
-            program = self._programs[device_type] = PROGRAMS[device_type](key, parts)
+            program = self._programs[device_type] = PROGRAMS[device_type](key, parts, stops)
         return program
 
     def network_program(self, network: nn.Module):
@@ -355,10 +412,12 @@ class CompiledStep:
             seen = self._networks[network] = (weights, program)
         return seen[1]
 
-    def open(self, parts: ModelParts, backend: str, max_positions: int) -> "StaticStep":
-        """A call's step, on the kept cache unless another call (another thread, or a call made from
-        inside one, e.g. by a streamer) is using it: that one gets a cache of its own."""
-        return StaticStep(self, parts, backend, max_positions, kept=self._in_use.acquire(blocking=False))
+    def open(self, parts: ModelParts, backend: str, max_positions: int, source=None) -> "StaticStep":
+        """A call's step for draft ``source`` (None: one without pseudo rows), on the kept cache unless
+        another call (another thread, or a call made from inside one, e.g. by a streamer) is using
+        it: that one gets a cache of its own."""
+        stops = () if source is None else source_stops(source, len(parts.layers))
+        return StaticStep(self, parts, backend, max_positions, self._in_use.acquire(blocking=False), stops)
 
     def done(self) -> None:
         """The call on the kept cache has ended."""
@@ -368,11 +427,12 @@ class CompiledStep:
 class StaticStep:
     """One ``generate`` call's steps through a :class:`CompiledStep` (the loop's step interface)."""
 
-    def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int, kept: bool):
+    def __init__(self, compiled: CompiledStep, parts: ModelParts, backend: str, max_positions: int, kept: bool, stops: tuple[int, ...] = ()):
         self.compiled, self.parts, self.backend, self.kept = compiled, parts, backend, kept
         self.cache = compiled.cache(parts, max_positions, kept)
-        self.program = compiled.program(parts)  # the weights are checked once per call
-        self._visibility: tuple = (None, None, None)  # (real_bits, padded rows, bool visibility): the last layout's
+        self.program = compiled.program(parts, stops)  # the weights are checked once per call
+        self.stops = stops
+        self._visibility: dict = {}  # (id of a layout's bits, padded rows) -> (the bits, bool visibility)
 
     def prefill(self, tokens: torch.Tensor, states: bool = False) -> torch.Tensor | None:
         """As :func:`~specdec.decode.loop.prefill`, eagerly, then copied into the static cache."""
@@ -383,30 +443,57 @@ class StaticStep:
         return hidden
 
     def forward(self, source, layout: StepLayout, root: torch.Tensor, nodes: torch.Tensor, prefix_len: int):
-        """The step over ``root [1]`` and ``nodes [M]`` (no pseudo rows); returns ``(hidden [R, d], None)``."""
-        real = layout.num_real
+        """The step over ``root [1]``, ``nodes [M]`` and ``source``'s pseudo rows (as
+        :func:`~specdec.decode.loop.forward_step`: the real rows up to the layer the pseudo rows enter,
+        every row after it); returns ``(hidden [S, d], None)``.
+
+        The program runs segment by segment between the :attr:`stops`: the real rows (padded) up to
+        the transfer layer, where the source writes the pseudo rows from their states (eagerly,
+        between the segments), then all rows (padded) to the end. Padding rows see themselves only."""
+        real, total, num_layers = layout.num_real, layout.num_rows, len(self.parts.layers)
         device = root.device
         rows = padded_rows(real, device)
-        needed = prefix_len + rows
+        every = padded_rows(total, device)
+        needed = prefix_len + every
         if needed > self.cache.capacity:  # a longer step than the request's limit foresaw
             grown = self.compiled.cache(self.parts, 2 * needed, self.kept)
             grown.load(self.cache, prefix_len)
             self.cache = grown
-        tokens = torch.cat([root, nodes, root.new_zeros(rows - real)])
-        positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
         prefix = torch.tensor(prefix_len, device=device)
-        hidden = self.program(self.cache, tokens, positions, prefix, self.visibility(layout, rows))
-        return hidden[:real], None
+        inject_at = source.layer + 1 if layout.num_pseudo else None
+        capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
+        hidden = torch.cat([root, nodes, root.new_zeros(rows - real)])
+        positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
+        visibility = self.visibility(layout.real_bits, real, rows)
+        captured, done = None, 0
+        for stop in [*self.stops, num_layers]:
+            hidden = self.program(self.cache, hidden, positions, prefix, visibility, range(done, stop))
+            done = stop
+            if stop == capture_at:
+                captured = hidden[0, :real]
+            if stop == inject_at:
+                grown = hidden.new_zeros(1, every, hidden.shape[-1])
+                grown[:, :real] = hidden[:, :real]
+                states = hidden[0, :real] if captured is None else torch.cat([hidden[0, :real], captured], dim=-1)
+                owners = states if layout.owner_rows is None else states.index_select(0, layout.owner_rows)
+                source.inject(owners, grown[0, real:total])
+                hidden = grown
+                positions = torch.cat([layout.offsets, layout.offsets.new_zeros(every - total)]) + prefix_len
+                visibility = self.visibility(layout.full_bits, total, every)
+        return hidden[:total], None
 
-    def visibility(self, layout: StepLayout, rows: int) -> torch.Tensor:
-        """Bool ``[rows, rows]``: the tree among the real rows, each padding row seeing itself."""
-        bits, size, mask = self._visibility
-        if bits is layout.real_bits and size == rows:
-            return mask
-        real = layout.num_real
-        mask = torch.eye(rows, dtype=torch.bool, device=layout.real_bits.device)
-        mask[:real, :real] = unpack_bits(layout.real_bits, real)
-        self._visibility = (layout.real_bits, rows, mask)
+    def visibility(self, bits: torch.Tensor, count: int, rows: int) -> torch.Tensor:
+        """Bool ``[rows, rows]``: the visibility ``bits`` among ``count`` rows (a layout's real or full
+        bits), each padding row seeing itself. Kept per layout (a layout's bits are made once)."""
+        key = (id(bits), rows)
+        kept = self._visibility.get(key)
+        if kept is not None and kept[0] is bits:
+            return kept[1]
+        mask = torch.eye(rows, dtype=torch.bool, device=bits.device)
+        mask[:count, :count] = unpack_bits(bits, count)
+        if len(self._visibility) >= 16:
+            self._visibility.clear()
+        self._visibility[key] = (bits, mask)
         return mask
 
     def compact(self, prefix_len: int, keep: torch.Tensor, in_place: bool = False) -> None:

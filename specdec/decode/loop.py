@@ -137,7 +137,7 @@ class EagerStep:
         self.cache = TreeKVCache(len(parts.layers), max_positions)
 
     @classmethod
-    def open(cls, parts: ModelParts, backend: str, max_positions: int) -> "EagerStep":
+    def open(cls, parts: ModelParts, backend: str, max_positions: int, source: DraftSource | None = None) -> "EagerStep":
         return cls(parts, backend, max_positions)
 
     @staticmethod
@@ -193,7 +193,7 @@ def speculative_generate(
 ) -> tuple[torch.Tensor, DecodeStats]:
     """Decoding of ``input_ids [1, P]`` with drafts from ``source`` in trees chosen by ``planner``.
 
-    ``steps.open(parts, backend, max_positions)`` gives the call's step (:class:`EagerStep`, or the
+    ``steps.open(parts, backend, max_positions, source)`` gives the call's step (:class:`EagerStep`, or the
     compiled step of :class:`specdec.decode.graphs.CompiledStep`).
     ``planner`` is a :class:`~specdec.decode.planner.StaticPlanner` or :class:`~specdec.decode.planner.AutoPlanner`;
     ``rule`` a :class:`~specdec.decode.verification.GreedyRule` or :class:`~specdec.decode.verification.SamplingRule`.
@@ -202,7 +202,7 @@ def speculative_generate(
     """
     start_time = time.perf_counter()
     prompt_len = input_ids.shape[1]
-    with steps.open(parts, backend, stop.max_length + CACHE_SLACK) as step:  # closed on exit and on errors
+    with steps.open(parts, backend, stop.max_length + CACHE_SLACK, source) as step:  # closed on exit and on errors
         sequence = input_ids.new_empty(1, min(stop.max_length, prompt_len + MIN_CAPACITY) + planner.max_depth + 1)
         sequence[:, :prompt_len] = input_ids
         context = DraftContext(input_ids[0].tolist(), run=step.run_network)

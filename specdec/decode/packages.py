@@ -58,10 +58,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "specdec"
 
 
-def package_key(program: nn.Module, traced_files: list[str]) -> str:
+def package_key(program: nn.Module, traced_files: list[str], ranges: list[tuple[int, int]] | None = None) -> str:
     """A hex digest of what a package depends on: ``program``'s parameters and buffers (bytes, names,
     shapes, dtypes), its model's config (``program.config``, if it has one), the ``traced_files``' sources,
-    :data:`INDUCTOR_CONFIGS`, the versions of torch, transformers and this package, and the CPU's instruction set."""
+    the layer ``ranges`` it is split into (a step's), :data:`INDUCTOR_CONFIGS`, the versions of torch,
+    transformers and this package, and the CPU's instruction set."""
     import transformers
 
     from .. import __version__
@@ -69,7 +70,7 @@ def package_key(program: nn.Module, traced_files: list[str]) -> str:
     digest = hashlib.sha256()
     config = getattr(program, "config", None)
     context = {
-        "inductor": INDUCTOR_CONFIGS,
+        "inductor": INDUCTOR_CONFIGS, "ranges": ranges,
         "torch": torch.__version__, "transformers": transformers.__version__, "specdec": __version__,
         "cpu": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(), "python": sys.version_info[:2],
         "config": config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config),

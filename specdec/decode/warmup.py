@@ -23,20 +23,21 @@ REPEATS = 3
 def time_steps(parts: ModelParts, rows: list[int], prompt_tokens: int, backend: str, steps=EagerStep, drafts: DraftSource | None = None) -> dict[int, float]:
     """``{rows: seconds}``: the best of :data:`REPEATS` steps of each row count over a cached prefix of
     ``prompt_tokens`` random tokens (the step as decoding runs it: forward pass, LM-head argmax, one
-    host read), through ``steps`` (the loop's step factory: eager, or compiled, which compiles here).
+    host read), through ``steps`` (the loop's step factory: eager, or compiled, which compiles here,
+    the program ``drafts`` needs).
     A ``drafts`` source that reads the states (the token-aware head) first observes the prefix and
     drafts once, untimed, so its network's compiled pass is ready too."""
     device = parts.lm_head.device
     vocab = parts.lm_head.shape[0]
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(vocab, (prompt_tokens + max(rows),), generator=generator).to(device)
-    with steps.open(parts, backend, prompt_tokens + max(rows)) as step:
+    source = drafts if drafts is not None else DraftSource()
+    with steps.open(parts, backend, prompt_tokens + max(rows), source) as step:
         states = step.prefill(tokens[:prompt_tokens], drafts is not None and drafts.reads_states)
         if states is not None:
             context = DraftContext(tokens[:prompt_tokens].tolist(), run=step.run_network)
             drafts.observe(context, states, tokens[1 : prompt_tokens + 1].tolist())
             drafts.propose(context, Candidates())
-        source = DraftSource()
         seconds = {}
         for count in rows:
             layout = StepLayout.of(tuple(range(count - 1)), (), 0, device)  # a chain: root and count - 1 nodes

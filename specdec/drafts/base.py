@@ -66,6 +66,7 @@ class DraftSource:
         chain_depth: the longest chain :meth:`propose` may return (0: none).
         kind: what :meth:`propose` tags its pseudo rows' ranked tokens with.
         reads_states: whether :meth:`observe` wants the final-normed states of the committed rows.
+        has_adapters: whether :meth:`adapted` changes the layers for the pseudo rows.
         vocabulary: the :class:`~specdec.drafts.firp.vocabulary.DraftVocabulary` the pseudo rows are ranked over
             on CPU, or None (the whole vocabulary). Real rows always use the whole vocabulary.
     """
@@ -78,6 +79,7 @@ class DraftSource:
     chain_depth: int = 0
     kind: str = "firp"
     reads_states: bool = False
+    has_adapters: bool = False
     vocabulary = None
 
     @property
@@ -132,7 +134,7 @@ class WrappingSource(DraftSource):
         self.inner = inner
         self.k, self.layer, self.kind = inner.k, inner.layer, inner.kind
         self.capture_layer, self.exit_layer, self.exit_depth = inner.capture_layer, inner.exit_layer, inner.exit_depth
-        self.vocabulary, self.reads_states = inner.vocabulary, inner.reads_states
+        self.vocabulary, self.reads_states, self.has_adapters = inner.vocabulary, inner.reads_states, inner.has_adapters
 
     @property
     def depth(self) -> int:

@@ -103,6 +103,7 @@ class MaskDrafts(DraftSource):
             raise TypeError(f"MaskDrafts needs MaskSlots, got {type(module).__name__}")
         self.module = module
         self.k = module.k
+        self.has_adapters = module.adapters is not None
 
     @classmethod
     def for_model(cls, model, k: int = 3, *, adapter_rank: int = 0, adapter_layers=None) -> "MaskDrafts":

@@ -17,6 +17,7 @@ class FIRPDrafts(DraftSource):
         self.layer = predictor.layer
         self.capture_layer = predictor.earlier_layer
         self.vocabulary = predictor.draft_vocab
+        self.has_adapters = predictor.adapters is not None
 
     def check_model(self, model) -> None:
         self.predictor.check_model(model)
