@@ -75,8 +75,10 @@ class PatchState:
 @dataclass
 class Tuning:
     """What ``tree="auto"`` learns about a model, kept across ``generate`` and ``patch`` calls:
-    step-cost curves per (device, dtype, greedy or sampling), layout caches per (device, k), and a
-    :class:`~specdec.decode.planner.DraftingMemory` per draft source and decoding regime."""
+    step-cost curves per (device, dtype, greedy or sampling, step), layout caches per (device, k), and a
+    :class:`~specdec.decode.planner.DraftingMemory` per draft source, decoding regime and step (its
+    achieved rate is the step's: a rate learned on a faster or slower step would misprice this one's
+    rows, as when a benchmark alternates ``compile`` settings on one model)."""
 
     costs: dict = field(default_factory=dict)
     layouts: dict = field(default_factory=dict)
@@ -372,7 +374,7 @@ def _planner(model, state: PatchState, parts: ModelParts, source: DraftSource, r
     tuning = _TUNING.setdefault(model, Tuning())
     cost = tuning.costs.setdefault((device, dtype, regime[0], step), StepCost())  # a sampling step costs more than a greedy one
     layouts = tuning.layouts.setdefault((device, source.k), LayoutCache(source.k, device))
-    memory = tuning.memories.setdefault(state.owner, {}).setdefault(regime, DraftingMemory())
+    memory = tuning.memories.setdefault(state.owner, {}).setdefault((regime, step), DraftingMemory())
     num_layers = len(parts.layers)
     fraction = (num_layers - source.layer - 1) / num_layers if source.layer is not None else 0.0
     return AutoPlanner(source.k, fraction, max(source.depth, source.chain_depth), memory, cost, layouts)

@@ -135,6 +135,20 @@ def test_each_shape_and_row_count_runs_the_linear_its_calls_timed_faster(request
     assert packed_calls == [6]  # decided: no more timing, each way where it won
 
 
+def test_each_step_kind_learns_its_own_rate():
+    """The achieved rate prices a step's rows: one learned on the weights as stored must not price the
+    packed step's (a benchmark alternating compile settings on one model made the packed planner stop
+    drafting), so each step kind keeps its own drafting memory."""
+    model = tiny_model("llama-gqa")
+    ids = prompt(model, 7, seed=1)
+    for compile in (False, "auto", False):
+        specdec.patch(model, compile=compile)
+        model.generate(ids, max_new_tokens=5, do_sample=False)
+    memories = specdec.patching._TUNING[model].memories[specdec.patching._NoPredictor]
+    assert set(memories) == {(("greedy",), "eager"), (("greedy",), "packed")}
+    assert all(memory.rate_seconds > 0 for memory in memories.values())
+
+
 def test_patching_again_packs_nothing_again(monkeypatch):
     """The packed copies are kept with the model: a later patch() (after unpatch() too) reuses them."""
     model = tiny_model("llama-gqa")

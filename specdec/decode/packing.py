@@ -5,16 +5,16 @@ weight of the decoder layers, of the LM head and of the draft vocabulary's rows 
 checks every weight again (the same tensor, alive; its storage, in-place version, dtype, device)
 and repacks what changed, so a model edited after ``patch()`` is never decoded with stale weights,
 nor a draft head's fresh copy with the pack of a freed copy whose id and memory it took. Inside :meth:`active`, the
-decoder layers' linears run :func:`specdec.kernels.packed_linear` or ``F.linear``, whichever
-:class:`LinearChoice` found faster for their shape and row count (their ``forward`` is overridden
-on the instance, and restored on exit), and the LM-head ops use the packed head
-(:func:`specdec.kernels.packed_scope`); outside it the model is untouched.
+decoder layers' linears (their ``forward`` is overridden on the instance, and restored on exit)
+and the LM-head ops (:func:`specdec.kernels.packed_scope`) run :func:`specdec.kernels.packed_linear`
+or ``F.linear``, whichever :class:`LinearChoice` found faster for the weight's shape and the row
+count; outside it the model is untouched.
 
 Which of the two linears is faster depends on the CPU, so neither is a default: SmolLM2-135M's 211
 step GEMMs (``python -m bench.ops.packed``, 2 threads, fp32) took 29.4 ms packed against 49.0 ms
 with ``F.linear`` at 1 row on an AMD EPYC, but 31.3 ms against 22.8 ms on an Intel Xeon (AMX),
-where packing only pays from 4 rows (33.0 against 40.1 ms). The LM head runs packed on both (on the
-Xeon 0.99x of ``F.linear`` at 1 row, 0.43-0.67x at 4-16 rows): it is not chosen.
+where packing only pays from 4 rows (33.0 against 40.1 ms); on the Xeon the 9M demo model's LM head
+(4096 x 384) took 1.4x ``F.linear``'s time packed at 1-2 rows and 0.5-0.8x at 4-16.
 
 The packed copies cost the weights' bytes again: :func:`fits_in_memory` refuses to pack when that
 would take more than half of the memory the system reports available.
@@ -58,7 +58,7 @@ class LinearChoice:
     def linear(self, x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``F.linear(x, weight, bias)`` (``x [..., in]``), run the chosen way (``packed = pack(weight)``)."""
         rows = x.numel() // x.shape[-1]
-        key = (tuple(weight.shape), weight.dtype, 1 << max(rows - 1, 0).bit_length())
+        key = (weight.shape, weight.dtype, 1 << max(rows - 1, 0).bit_length())
         won = self.packed.get(key)
         if won is not None:
             return kernels.packed_linear(x, packed, bias) if won else F.linear(x, weight, bias)
@@ -138,8 +138,8 @@ class PackedWeights:
 
     @contextlib.contextmanager
     def active(self, layers, lm_head: torch.Tensor, vocabulary=None):
-        """Inside the ``with``: ``layers``' linears run as :attr:`choice` picks (packed or as stored),
-        the LM head and ``vocabulary``'s rows of it packed."""
+        """Inside the ``with``: ``layers``' linears, the LM head and ``vocabulary``'s rows of it run as
+        :attr:`choice` picks (packed or as stored)."""
         fresh: dict = {}
         modules = self.linears(layers)
         forwards = [(m, functools.partial(_chosen_forward, self.choice, m, self._packed(m.weight, fresh))) for m in modules]
@@ -149,7 +149,7 @@ class PackedWeights:
         for module, forward in forwards:
             module.forward = forward
         try:
-            with kernels.packed_scope(pairs):
+            with kernels.packed_scope(pairs, self.choice.linear):
                 yield
         finally:
             for module, _ in forwards:

@@ -17,7 +17,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-_active: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(weight) -> (weight, packed), inside scopes
+_active: dict[int, tuple] = {}  # id(weight) -> (weight, packed, how to run it), inside scopes
 
 
 def packable(weight: torch.Tensor) -> bool:
@@ -52,24 +52,30 @@ def reference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, through the packed op when an enclosing :func:`packed_scope`
-    registered ``weight`` (the same tensor object)."""
+    """``F.linear(x, weight, bias)``, through the packed op (or the scope's ``run``) when an enclosing
+    :func:`packed_scope` registered ``weight`` (the same tensor object)."""
     entry = _active.get(id(weight))
     if entry is not None and entry[0] is weight:
-        return packed_linear(x, entry[1], bias)
+        return entry[2](x, weight, entry[1], bias)
     return F.linear(x, weight, bias)
 
 
+def _run_packed(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return packed_linear(x, packed, bias)
+
+
 @contextlib.contextmanager
-def packed_scope(pairs):
-    """Inside the ``with``, :func:`linear` uses ``packed`` for each ``(weight, packed)`` of ``pairs``.
+def packed_scope(pairs, run=_run_packed):
+    """Inside the ``with``, :func:`linear` uses ``packed`` for each ``(weight, packed)`` of ``pairs``:
+    ``run(x, weight, packed, bias)`` (default: :func:`packed_linear` on ``packed``; a caller may
+    choose per call between it and ``F.linear``).
 
     Scopes nest; leaving one restores what the enclosing scope had registered."""
     saved = {}
     for weight, packed in pairs:
         key = id(weight)
         saved.setdefault(key, _active.get(key))
-        _active[key] = (weight, packed)
+        _active[key] = (weight, packed, run)
     try:
         yield
     finally:
