@@ -217,6 +217,12 @@ def test_pseudo_rows_run_through_the_compiled_step(monkeypatch, capfd):
     assert accepted["auto", True] > 0 and accepted["default", True] >= 0.8 * accepted["default", False] > 0
     assert len(list((cache_dir() / "steps").glob("*-3of3.pt2"))) == 1  # layers 0 | 1-2 | 3 (the core count's two parts are cut by the stops)
     assert len(re.findall(r"specdec: (built|loaded) the step in", capfd.readouterr().err)) == 1
+    specdec.patch(model, compile=True)  # lookup alone: the program without stops, beside the first
+    greedy(model, requests[1][0], 5)
+    capfd.readouterr()
+    specdec.patch(model, predictor, compile=True)
+    greedy(model, requests[1][0], 5)
+    assert "specdec:" not in capfd.readouterr().err  # FIRP's program was kept: nothing loaded again
 
 
 def test_compile_true_refuses_what_its_step_cannot_run():

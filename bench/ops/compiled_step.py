@@ -137,7 +137,7 @@ def measure(args) -> dict:
         table.append(row)
         print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     built = list((cache_dir() / "steps").glob("*.pt2"))
-    graphs = getattr(compiled._programs.get(device.type), "seen", None)  # CUDA: the row counts recorded as graphs
+    graphs = getattr(compiled._programs.get((device.type, ())), "seen", None)  # CUDA: the row counts recorded as graphs
     return {"cold_compile_s": cold, "packages": len(built), "package_mb": sum(p.stat().st_size for p in built) / 2**20,
             "cuda_graphs": sorted(graphs) if graphs is not None else None, "rows": table}
 

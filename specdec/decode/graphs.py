@@ -347,7 +347,7 @@ class CompiledStep:
 
     def __init__(self):
         self._cache: StaticKVCache | None = None
-        self._programs: dict[str, PackagedProgram | GraphProgram] = {}  # device type -> program
+        self._programs: dict[tuple, PackagedProgram | GraphProgram] = {}  # (device type, stops) -> program
         self._networks = weakref.WeakKeyDictionary()  # network -> (its weights' addresses and versions, its program)
         self._loaded: dict[str, HeadProgram] = {}  # package key -> program: the latest network program
         self._in_use = threading.Lock()  # held by the call that uses the kept cache
@@ -385,14 +385,16 @@ class CompiledStep:
 
     def program(self, parts: ModelParts, stops: tuple[int, ...] = ()) -> "PackagedProgram | GraphProgram":
         """The program for the model's device that leaves off at ``stops`` (:func:`source_stops`), made
-        afresh when its weights or the stops changed since it was made."""
-        key, device_type = (weights_key(parts), stops), parts.embed.weight.device.type
+        afresh when the weights changed since it was made. Programs of other stops stay (a process
+        switching between draft sources does not reload them at every switch; each holds its own
+        packed weights); those of older weights are freed first."""
+        weights, device_type = weights_key(parts), parts.embed.weight.device.type
         if device_type not in PROGRAMS:
             raise ValueError(f"compile=True runs on a CPU or CUDA, not on {device_type!r}")
-        program = self._programs.get(device_type)
-        if program is None or program.key != key:
-            self._programs.pop(device_type, None)  # free the old program first
-            program = self._programs[device_type] = PROGRAMS[device_type](key, parts, stops)
+        program = self._programs.get((device_type, stops))
+        if program is None or program.key != (weights, stops):
+            self._programs = {place: kept for place, kept in self._programs.items() if kept.key[0] == weights and place != (device_type, stops)}
+            program = self._programs[device_type, stops] = PROGRAMS[device_type]((weights, stops), parts, stops)
         return program
 
     def network_program(self, network: nn.Module):
