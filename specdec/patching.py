@@ -119,7 +119,8 @@ def patch(model, predictor: "FuturePredictor | TokenHead | DraftSource | None" =
             oneDNN-packed copies of their weights (:mod:`specdec.decode.packing`; packed once, at the
             first call, about a second for a 135M model on 2 CPU cores, and kept while the weights are
             unchanged, also across ``unpatch()`` and a later ``patch()``; they cost the weights' memory
-            again, for the model's life, and are skipped when that is not free);
+            again, for the model's life, and are skipped when that is not free), for each weight
+            shape and row count where the first calls timed them faster than the weights as stored;
             elsewhere the step as ``False``. ``False``: the model's weights as stored. ``True``: the
             step as one compiled program over a cache of fixed addresses
             (:mod:`specdec.decode.graphs`), for every draft source but those with an early exit,
