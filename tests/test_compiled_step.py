@@ -4,8 +4,8 @@ These tests compile: on a CPU each tiny model's program is exported and built by
 packages (one per core, up to 4, each by a process of its own; ~20-25 s on 2 cores), kept in the
 test session's cache folder (``conftest.py``); a model whose packages exist loads them instead. The
 tests share models (``SHARED_SEED``) so that the file builds 7 steps, not 10 (the five
-architectures, a second llama-gqa and an edited one), one more in three parts, 2 of the draft
-head's pass (~10 s each), and one build that fails at once.
+architectures, a second llama-gqa and an edited one), one more in three parts for FIRP's pseudo
+rows, 2 of the draft head's pass (~10 s each), and one build that fails at once.
 """
 
 import copy
@@ -19,7 +19,7 @@ from drafting import perturbed_head, perturbed_predictor
 from near_tie import assert_greedy_equivalent
 from simulated_device import pin_cost
 from specdec.decode.cache import TreeKVCache
-from specdec.decode.graphs import HeadProgram, StaticKVCache, padded_rows
+from specdec.decode.graphs import HeadProgram, StaticKVCache, layer_ranges, padded_rows
 from specdec.decode import packages as packages_module
 from specdec.decode.packages import cache_dir, package_key
 from specdec.drafts.base import frozen_copy
@@ -138,22 +138,22 @@ def test_each_model_and_each_change_of_weights_gets_its_own_program(capfd):
     assert packages() == before + 1 and "specdec: loading the compiled step" in capfd.readouterr().err
 
 
-def test_a_step_built_in_parts_decodes_exactly(monkeypatch, capfd):
-    """The step split into layer ranges, each a package built by a process of its own, run one after
-    the other: three parts, uneven ranges, a middle part taking hidden states (the other tests build
-    as many parts as the machine has cores, up to 4; the head's pass is always one package)."""
-    parts = 3
-    monkeypatch.setenv("SPECDEC_BUILD_PARTS", str(parts))
-    model = tiny_model("llama-gqa", seed=SHARED_SEED)  # 4 layers: three parts of 1, 1 and 2
-    ids = repeated(model, 6)
-    plain = greedy(model, ids, 30)
-    pin_cost(model, monkeypatch, flat)
-    specdec.patch(model, compile=True)
-    assert_greedy_equivalent(model, plain, greedy(model, ids, 30))
-    assert sum(specdec.stats(model).nodes) > 0
-    names = [path.name for path in (cache_dir() / "steps").glob(f"*of{parts}.pt2")]
-    assert sorted(name.split("-")[1] for name in names) == [f"{i}of{parts}.pt2" for i in range(1, parts + 1)]
-    assert f"into {parts} packages in {parts} processes" in capfd.readouterr().err
+def test_layer_ranges_end_at_the_stops_and_share_the_build_processes(monkeypatch):
+    """One range per build process (``$SPECDEC_BUILD_PARTS``, else the usable cores, at most 4),
+    sizes within one of each other, and a range ending at each stop (a FIRP source's), the extra
+    ranges going to the widest segments. (The pseudo-row test below builds and runs three parts.)"""
+    assert layer_ranges(30, 2) == [range(0, 15), range(15, 30)]
+    assert layer_ranges(30, 3) == [range(0, 10), range(10, 20), range(20, 30)]
+    assert layer_ranges(30, 2, (16,)) == [range(0, 16), range(16, 30)]
+    assert layer_ranges(30, 4, (16,)) == [range(0, 8), range(8, 16), range(16, 23), range(23, 30)]
+    assert layer_ranges(4, 2, (1, 3)) == [range(0, 1), range(1, 3), range(3, 4)]
+    assert layer_ranges(4, 1, (1, 3)) == [range(0, 1), range(1, 3), range(3, 4)]
+    assert layer_ranges(3, 8) == [range(0, 1), range(1, 2), range(2, 3)]
+    monkeypatch.setenv("SPECDEC_BUILD_PARTS", "3")
+    assert packages_module.build_parts(30) == 3 and packages_module.build_parts(2) == 2
+    monkeypatch.delenv("SPECDEC_BUILD_PARTS")
+    monkeypatch.setattr(packages_module, "usable_cores", lambda: 16)
+    assert packages_module.build_parts(30) == packages_module.MAX_PARTS
 
 
 def test_a_failed_build_says_why_at_every_call(monkeypatch):
@@ -215,8 +215,10 @@ def test_pseudo_rows_run_through_the_compiled_step(monkeypatch, capfd):
             assert sum(rows - nodes - 1 for rows, nodes in zip(run.rows, run.nodes)) > 0  # pseudo rows ran
             accepted[tree, compile] = accepted.get((tree, compile), 0) + sum(run.accepted)
     assert accepted["auto", True] > 0 and accepted["default", True] >= 0.8 * accepted["default", False] > 0
-    assert len(list((cache_dir() / "steps").glob("*-3of3.pt2"))) == 1  # layers 0 | 1-2 | 3 (the core count's two parts are cut by the stops)
-    assert len(re.findall(r"specdec: (built|loaded) the step in", capfd.readouterr().err)) == 1
+    names = sorted(path.name.split("-")[1] for path in (cache_dir() / "steps").glob("*of3.pt2"))
+    assert names == ["1of3.pt2", "2of3.pt2", "3of3.pt2"]  # layers 0 | 1-2 | 3: the core count's parts cut by the stops, a middle part taking hidden states
+    err = capfd.readouterr().err
+    assert "into 3 packages in 3 processes" in err and len(re.findall(r"specdec: (built|loaded) the step in", err)) == 1
     specdec.patch(model, compile=True)  # lookup alone: the program without stops, beside the first
     greedy(model, requests[1][0], 5)
     capfd.readouterr()
