@@ -4,7 +4,7 @@
 weights) is what makes the CPU step fast, but nothing of it outlives the process: inductor's caches
 skip frozen graphs (AOTAutograd bypasses freezing; the FX graph cache cannot pickle packed
 weights), so every process traced and froze again (58 s for SmolLM2-135M on 2 cores). Here the
-program (:func:`~specdec.decode.graphs.static_forward`) is exported once (``torch.export``, the rows
+program (:func:`~specdec.decode.graphs.static_range`) is exported once (``torch.export``, the rows
 and the cache's capacity symbolic) and compiled ahead of time with freezing into ``.pt2``
 packages that hold the packed weights; a later process loads them (a couple of seconds) instead.
 
