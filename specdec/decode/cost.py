@@ -82,9 +82,8 @@ class StepCost:
         if not self.ready:
             raise RuntimeError("StepCost used before a single-row step was observed")
         state = (*self.means, *self.weights)
-        memo = getattr(self, "_points", None)
-        if memo is not None and memo[0] == state:
-            return memo[1]
+        if self._points is not None and self._points[0] == state:
+            return self._points[1]
         single = self.means[0]
         seen = [i for i in range(1, len(GRID)) if self.weights[i] > 0]
         estimates = [single]

@@ -52,7 +52,7 @@ from ..kernels import unpack_bits
 from . import attention as attention_module, cache as cache_module, loop as loop_module, packages
 from .attention import StaticAttention
 from .cache import TreeKVCache, move_rows
-from .loop import ModelParts, prefill
+from .loop import ModelParts, prefill, pseudo_entry, write_pseudo_rows
 from .tree import StepLayout
 
 TRACED_FILES = [__file__, attention_module.__file__, cache_module.__file__, loop_module.__file__]  # their code is in a package
@@ -195,9 +195,7 @@ def source_stops(source, num_layers: int) -> tuple[int, ...]:
     """Layers where a step of ``source`` leaves the program: before the layer its pseudo rows enter
     (:attr:`~specdec.drafts.DraftSource.layer` + 1) and the one whose output they read as well
     (:attr:`~specdec.drafts.DraftSource.capture_layer` + 1); none for a source without pseudo rows."""
-    if not source.k:
-        return ()
-    return tuple(sorted({at for at in (source.layer + 1, None if source.capture_layer is None else source.capture_layer + 1) if at is not None and at < num_layers}))
+    return tuple(sorted({at for at in pseudo_entry(source) if at is not None and at < num_layers}))
 
 
 def layer_ranges(layers: int, count: int, stops: tuple[int, ...] = ()) -> list[range]:
@@ -462,8 +460,7 @@ class StaticStep:
             grown.load(self.cache, prefix_len)
             self.cache = grown
         prefix = torch.tensor(prefix_len, device=device)
-        inject_at = source.layer + 1 if layout.num_pseudo else None
-        capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
+        inject_at, capture_at = pseudo_entry(source) if layout.num_pseudo else (None, None)
         hidden = torch.cat([root, nodes, root.new_zeros(rows - real)])
         positions = torch.cat([layout.offsets[:real], layout.offsets.new_zeros(rows - real)]) + prefix_len
         visibility = self.visibility(layout.real_bits, real, rows)
@@ -476,9 +473,7 @@ class StaticStep:
             if stop == inject_at:
                 grown = hidden.new_zeros(1, every, hidden.shape[-1])
                 grown[:, :real] = hidden[:, :real]
-                states = hidden[0, :real] if captured is None else torch.cat([hidden[0, :real], captured], dim=-1)
-                owners = states if layout.owner_rows is None else states.index_select(0, layout.owner_rows)
-                source.inject(owners, grown[0, real:total])
+                write_pseudo_rows(source, layout, hidden[0, :real], captured, grown[0, real:total])
                 hidden = grown
                 positions = torch.cat([layout.offsets, layout.offsets.new_zeros(every - total)]) + prefix_len
                 visibility = self.visibility(layout.full_bits, total, every)

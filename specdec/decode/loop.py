@@ -76,6 +76,23 @@ def prefill(parts: ModelParts, cache: TreeKVCache, tokens: torch.Tensor, backend
     return parts.norm(hidden[0]) if states else None
 
 
+def pseudo_entry(source: DraftSource) -> tuple[int | None, int | None]:
+    """``(inject_at, capture_at)``: how many decoder layers run before ``source``'s pseudo rows are
+    written (its transfer layer + 1; 0: before the first) and before the real rows' states the maps
+    also read are taken (its capture layer + 1), each None where the source has none."""
+    inject_at = source.layer + 1 if source.k else None
+    capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
+    return inject_at, capture_at
+
+
+def write_pseudo_rows(source: DraftSource, layout: StepLayout, states: torch.Tensor, captured: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``source`` writes the pseudo rows ``out [P, d]`` from the real rows' states ``[R, d]`` after its
+    transfer layer (and ``captured [R, d]``, after its capture layer, or None), those of the owners."""
+    if captured is not None:
+        states = torch.cat([states, captured], dim=-1)
+    source.inject(states if layout.owner_rows is None else states.index_select(0, layout.owner_rows), out)
+
+
 def forward_step(
     parts: ModelParts,
     source: DraftSource,
@@ -97,8 +114,7 @@ def forward_step(
     hidden = parts.embed(torch.cat([root, nodes]))[None]
     rotary = parts.rotary(hidden, positions[None])
     num_layers = len(parts.layers)
-    inject_at = source.layer + 1 if layout.num_pseudo else None  # 0 for sources that inject before layer 0
-    capture_at = source.capture_layer + 1 if inject_at is not None and source.capture_layer is not None else None
+    inject_at, capture_at = pseudo_entry(source) if layout.num_pseudo else (None, None)
     exit_at = source.exit_layer + 1 if source.exit_layer is not None else None
     step = StepAttention(prefix_len, layout.real_bits, positions[:real], backend)
     step_rotary, step_positions = tuple(part[:, :real] for part in rotary), positions[:real]
@@ -114,9 +130,7 @@ def forward_step(
             if stop == inject_at:
                 rows = hidden.new_empty(1, layout.num_rows, hidden.shape[-1])
                 rows[:, :real] = hidden
-                states = hidden[0] if captured is None else torch.cat([hidden[0], captured], dim=-1)
-                owners = states if layout.owner_rows is None else states.index_select(0, layout.owner_rows)
-                source.inject(owners, rows[0, real:])
+                write_pseudo_rows(source, layout, hidden[0], captured, rows[0, real:])
                 hidden, step_rotary, step_positions = rows, rotary, positions
                 step = StepAttention(prefix_len, layout.full_bits, positions, backend)
     return parts.norm(hidden[0]), exit_hidden

@@ -13,8 +13,7 @@ count; outside it the model is untouched.
 Which of the two linears is faster depends on the CPU, so neither is a default: SmolLM2-135M's 211
 step GEMMs (``python -m bench.ops.packed``, 2 threads, fp32) took 29.4 ms packed against 49.0 ms
 with ``F.linear`` at 1 row on an AMD EPYC, but 31.3 ms against 22.8 ms on an Intel Xeon (AMX),
-where packing only pays from 4 rows (33.0 against 40.1 ms); on the Xeon the 9M demo model's LM head
-(4096 x 384) took 1.4x ``F.linear``'s time packed at 1-2 rows and 0.5-0.8x at 4-16.
+where packing only pays from 4 rows (33.0 against 40.1 ms).
 
 The packed copies cost the weights' bytes again: :func:`fits_in_memory` refuses to pack when that
 would take more than half of the memory the system reports available.
